@@ -1,0 +1,1 @@
+"""The corpus pipeline: crawl archives in, deduplicated token shards with a manifest out."""

@@ -1,0 +1,27 @@
+"""`python -m dataprep [hydra overrides]`: the corpus job on local Ray or RAY_ADDRESS."""
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import OmegaConf
+
+from dataprep.config import DataprepConfig, register
+
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+register()
+
+
+@hydra.main(version_base=None, config_path=CONF_DIR, config_name="dataprep")
+def main(cfg) -> None:
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(message)s", datefmt="%H:%M:%S",
+                        stream=sys.stdout, force=True)
+    from dataprep.pipeline import run
+
+    config: DataprepConfig = OmegaConf.to_object(cfg)
+    run(config)
+
+
+if __name__ == "__main__":
+    main()

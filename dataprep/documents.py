@@ -1,0 +1,50 @@
+"""Documents as Parquet: the one format every stage reads and writes.
+
+A stage's output for one task is two files: the kept documents, and the dropped ones with their
+`drop_reason` (and, for duplicates, the id of the document they duplicate), so every count in
+stats.json can be traced to rows.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("url", pa.string()),
+        ("source", pa.string()),
+        ("date", pa.string()),
+        ("text", pa.string()),
+        ("drop_reason", pa.string()),
+        ("duplicate_of", pa.string()),
+    ]
+)
+COLUMNS = SCHEMA.names
+
+
+def new_document(id: str, text: str, url: str = "", source: str = "", date: str = "") -> dict:
+    return {"id": id, "url": url, "source": source, "date": date, "text": text,
+            "drop_reason": None, "duplicate_of": None}
+
+
+def write_documents(path: str | Path, docs: Iterable[dict]) -> int:
+    """Write `docs` to `path` atomically (temporary name, then rename); returns the count."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = [{c: d.get(c) for c in COLUMNS} for d in docs]
+    tmp = path.with_name(path.name + ".tmp")
+    pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), tmp, compression="zstd")
+    os.replace(tmp, path)
+    return len(rows)
+
+
+def read_documents(path: str | Path, columns: list[str] | None = None) -> Iterator[dict]:
+    pf = pq.ParquetFile(path)
+    for batch in pf.iter_batches(batch_size=1024, columns=columns):
+        yield from batch.to_pylist()

@@ -1,0 +1,43 @@
+"""Per-stage document counts: in, out, dropped by reason, bytes, seconds."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Iterable
+
+
+def stage_stats() -> dict:
+    return {"docs_in": 0, "docs_out": 0, "dropped": {}, "bytes_in": 0, "bytes_out": 0, "seconds": 0.0}
+
+
+def drop(stats: dict, reason: str) -> None:
+    stats["dropped"][reason] = stats["dropped"].get(reason, 0) + 1
+
+
+def merge(parts: Iterable[dict]) -> dict:
+    total = stage_stats()
+    dropped: Counter = Counter()
+    for p in parts:
+        for key in ("docs_in", "docs_out", "bytes_in", "bytes_out", "seconds"):
+            total[key] += p.get(key, 0)
+        dropped.update(p.get("dropped", {}))
+        for key, value in p.items():
+            if key not in total and isinstance(value, (int, float)):
+                total[key] = total.get(key, 0) + value
+    total["dropped"] = dict(sorted(dropped.items()))
+    total["seconds"] = round(total["seconds"], 3)
+    return total
+
+
+def table(stages: dict[str, dict]) -> str:
+    rows = [("stage", "docs in", "docs out", "MB in", "seconds", "dropped by reason")]
+    for name, s in stages.items():
+        reasons = ", ".join(f"{k} {v}" for k, v in s["dropped"].items()) or "-"
+        rows.append((name, str(s["docs_in"]), str(s["docs_out"]), f"{s['bytes_in'] / 1e6:.2f}",
+                     f"{s['seconds']:.1f}", reasons))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    lines = []
+    for r in rows:
+        cells = [r[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(r[1:-1], widths[1:])]
+        lines.append("  ".join(cells + [r[-1]]))
+    return "\n".join(lines)

@@ -1,0 +1,72 @@
+"""`python -m launch [hydra overrides]`: start training on the configured cluster and report."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf
+
+from pretrain.config import PretrainConfig, register
+
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+register()
+
+
+def report(run_dir: Path, started: float) -> tuple[bool, str]:
+    """(whether the run reached train.max_steps in this launch, a summary to print)."""
+    summary_file = run_dir / "summary.json"
+    metrics_file = run_dir / "metrics.jsonl"
+    records = [json.loads(l) for l in metrics_file.read_text().splitlines() if l.strip()] if metrics_file.exists() else []
+    finished = summary_file.exists() and summary_file.stat().st_mtime >= started
+    lines = [f"run_dir: {run_dir}"]
+    if records:
+        first, last = records[0], records[-1]
+        lines.append(f"loss: first {first['loss']:.4f} (step {first['step']}), "
+                     f"last {last['loss']:.4f} (step {last['step']})")
+        vals = [r for r in records if "val_loss" in r]
+        if vals:
+            lines.append(f"val_loss: {vals[-1]['val_loss']:.4f} (step {vals[-1]['step']})")
+    latest = run_dir / "checkpoints" / "latest"
+    if latest.exists():
+        lines.append(f"latest checkpoint: {run_dir / 'checkpoints' / latest.read_text().strip()}")
+    lines.append(f"metrics: {metrics_file}")
+    return finished, "\n".join(lines)
+
+
+@hydra.main(version_base=None, config_path=CONF_DIR, config_name="pretrain")
+def main(cfg) -> None:
+    config: PretrainConfig = OmegaConf.to_object(cfg)
+    overrides = list(HydraConfig.get().overrides.task)
+    run_dir = Path(config.run_dir).resolve()
+    if config.cluster.name != "local":
+        sys.exit(f"cluster={config.cluster.name} is not supported yet (available: local)")
+    from launch import local
+
+    cmd = local.command(config, overrides, run_dir)
+    print("launch:", " ".join(cmd), flush=True)
+    started = time.time()
+    proc = subprocess.Popen(cmd, env=local.environment(config))
+    try:
+        rc = proc.wait()
+    except KeyboardInterrupt:
+        proc.send_signal(signal.SIGINT)
+        rc = proc.wait()
+    finished, text = report(run_dir, started)
+    print(text, flush=True)
+    if rc != 0 and finished:
+        # Training and its last checkpoint completed; a rank failed while exiting.
+        print(f"launch: the launcher exited with {rc} after training finished", file=sys.stderr)
+        rc = 0
+    if rc != 0:
+        sys.exit(rc)
+
+
+if __name__ == "__main__":
+    main()

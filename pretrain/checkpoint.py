@@ -1,0 +1,129 @@
+"""Checkpoints that are complete or absent.
+
+Each checkpoint is written by all ranks into `checkpoints/.tmp-step_N/`, then rank 0 renames
+it to `checkpoints/step_N/` and only then moves `checkpoints/latest` (a one-line file naming
+the tag, the convention DeepSpeed's loader reads). A crash at any point leaves `latest` on the
+previous complete checkpoint; leftover `.tmp-*` folders are removed at the next start.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+log = logging.getLogger(__name__)
+
+TMP_PREFIX = ".tmp-"
+COMPLETE = "complete.json"
+
+
+def tag_for(step: int) -> str:
+    return f"step_{step:08d}"
+
+
+def _barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def rng_state() -> dict[str, Any]:
+    """This process's random generators, as JSON (loading it can run no code)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    state = {
+        "torch": torch.get_rng_state().tolist(),
+        "numpy": [kind, keys.tolist(), pos, has_gauss, gauss],
+        "python": [version, list(internal), gauss_next],
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state().tolist()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, gauss))
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(torch.tensor(state["cuda"], dtype=torch.uint8))
+
+
+class Checkpointer:
+    def __init__(self, directory: str | Path, keep_last: int, rank: int):
+        self.dir = Path(directory)
+        self.keep_last = keep_last
+        self.rank = rank
+
+    # --- finding ---------------------------------------------------------------------------
+    def latest_tag(self) -> Optional[str]:
+        """The tag `latest` names, if that checkpoint is complete."""
+        pointer = self.dir / "latest"
+        if not pointer.is_file():
+            return None
+        tag = pointer.read_text().strip()
+        if not (self.dir / tag / COMPLETE).is_file():
+            raise RuntimeError(f"{pointer} names {tag}, which is not a complete checkpoint")
+        return tag
+
+    def clean_partial(self) -> None:
+        """Remove checkpoints whose writing never finished (rank 0, before training starts)."""
+        if self.rank == 0 and self.dir.is_dir():
+            for p in self.dir.glob(TMP_PREFIX + "*"):
+                log.warning("removing incomplete checkpoint %s", p)
+                shutil.rmtree(p, ignore_errors=True)
+        _barrier()
+
+    # --- writing ---------------------------------------------------------------------------
+    def save(self, engine, step: int, client_state: dict[str, Any]) -> Path:
+        tag = tag_for(step)
+        tmp = TMP_PREFIX + tag
+        if self.rank == 0:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(self.dir / tmp, ignore_errors=True)
+        _barrier()
+        engine.save_checkpoint(str(self.dir), tag=tmp, client_state=client_state, save_latest=False)
+        (self.dir / tmp / f"rng_rank{self.rank:05d}.json").write_text(json.dumps(rng_state()))
+        _barrier()
+        if self.rank == 0:
+            (self.dir / tmp / COMPLETE).write_text(json.dumps({"step": step, "tag": tag}) + "\n")
+            final = self.dir / tag
+            if final.exists():
+                shutil.rmtree(final)
+            os.rename(self.dir / tmp, final)
+            pointer_tmp = self.dir / "latest.tmp"
+            pointer_tmp.write_text(tag + "\n")
+            os.replace(pointer_tmp, self.dir / "latest")
+            self._prune()
+        _barrier()
+        return self.dir / tag
+
+    def _prune(self) -> None:
+        if self.keep_last <= 0:
+            return
+        done = sorted(p for p in self.dir.glob("step_*") if (p / COMPLETE).is_file())
+        for p in done[: -self.keep_last]:
+            shutil.rmtree(p, ignore_errors=True)
+
+    # --- reading ---------------------------------------------------------------------------
+    def load(self, engine, directory: Path, tag: str) -> dict[str, Any]:
+        """Load model, optimizer and LR schedule into `engine`; returns the client state."""
+        path, client_state = engine.load_checkpoint(
+            str(directory), tag=tag, load_optimizer_states=True, load_lr_scheduler_states=True
+        )
+        if path is None:
+            raise RuntimeError(f"DeepSpeed could not load checkpoint {directory / tag}")
+        rng_file = directory / tag / f"rng_rank{self.rank:05d}.json"
+        if rng_file.is_file():
+            set_rng_state(json.loads(rng_file.read_text()))
+        return client_state
