@@ -23,7 +23,7 @@ log = logging.getLogger("dataprep")
 def write_json(path: Path, obj: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
     os.replace(tmp, path)
 
 
@@ -34,6 +34,7 @@ def _run_and_mark(fn: Callable[..., dict], marker: str, args: tuple) -> dict:
 
 
 _remote = ray.remote(_run_and_mark)
+REPORT_EVERY_S = 5.0
 
 
 class TaskRunner:
@@ -56,7 +57,7 @@ class TaskRunner:
                 pending[_remote.remote(fn, str(marker), args)] = name
         if len(results):
             log.info("[%s] %d/%d tasks already done, skipped", self.stage, len(results), len(tasks))
-        start, docs = time.perf_counter(), 0
+        start, docs, last_report = time.perf_counter(), 0, 0.0
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
             for ref in ready:
@@ -64,6 +65,9 @@ class TaskRunner:
                 results[name] = ray.get(ref)
                 docs += int(results[name].get("docs_in", 0))
                 elapsed = time.perf_counter() - start
+                if pending and elapsed - last_report < REPORT_EVERY_S:
+                    continue
+                last_report = elapsed
                 log.info(
                     "[%s] %d/%d tasks done, %d docs in %.1fs (%.0f docs/s)",
                     self.stage, len(results), len(tasks), docs, elapsed, docs / max(elapsed, 1e-9),

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -32,6 +33,21 @@ def _setup_logging(rank: int) -> None:
         stream=sys.stdout,
         force=True,
     )
+
+
+def _exit_with_launcher() -> None:
+    """A rank whose launcher died (torchrun killed) stops instead of training on as an orphan
+    that would keep writing checkpoints next to a restarted run."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent:
+                log.error("launcher (pid %d) is gone; exiting", parent)
+                os._exit(1)
+
+    threading.Thread(target=watch, name="launcher-watch", daemon=True).start()
 
 
 def _mean_across_ranks(value: torch.Tensor) -> float:
@@ -71,6 +87,8 @@ def run(cfg: PretrainConfig) -> dict:
     """Train until cfg.train.max_steps; returns a summary (rank 0's view)."""
     rank = int(os.environ.get("RANK", "0"))
     _setup_logging(rank)
+    if "TORCHELASTIC_RUN_ID" in os.environ:
+        _exit_with_launcher()
     ds.init_distributed(cfg)
     rank, world = dist.get_rank(), dist.get_world_size()
     run_dir = Path(cfg.run_dir)
