@@ -20,6 +20,12 @@ def main(cfg) -> None:
     from dataprep.pipeline import run
 
     config: DataprepConfig = OmegaConf.to_object(cfg)
+    if config.ray.submit_job:
+        from hydra.core.hydra_config import HydraConfig
+
+        from launch.ray_job import submit
+
+        sys.exit(submit("dataprep", list(HydraConfig.get().overrides.task), config.ray.address))
     run(config)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 
@@ -12,19 +12,101 @@ from hydra.core.config_store import ConfigStore
 class IngestConfig:
     input_dir: str = "${shared_data}/warc"
     # Files of input_dir to read (fnmatch patterns); each file is one task.
-    patterns: List[str] = field(default_factory=lambda: ["*.warc.gz", "*.warc", "*.wet.gz"])
+    patterns: List[str] = field(default_factory=lambda: ["*.warc.gz", "*.warc", "*.wet.gz", "*.arc", "*.arc.gz"])
     # Payloads larger than this are skipped (reason too_large).
     max_payload_bytes: int = 2_000_000
+
+
+@dataclass
+class LangIdConfig:
+    # Keep documents in these languages (ISO 639-1, py3langid's codes); empty: label, keep all.
+    languages: List[str] = field(default_factory=lambda: ["en"])
+    # ... identified with at least this probability.
+    min_score: float = 0.5
+    # Characters of a document the identifier reads (its cost grows with them).
+    max_chars: int = 2000
+
+
+@dataclass
+class GopherQualityConfig:
+    # Rae et al. 2021 (Gopher), appendix A.1.1.
+    enabled: bool = True
+    min_words: int = 50
+    max_words: int = 100_000
+    min_mean_word_length: float = 3.0
+    max_mean_word_length: float = 10.0
+    max_symbol_word_ratio: float = 0.1  # '#' and ellipses per word
+    max_bullet_lines_ratio: float = 0.9
+    max_ellipsis_lines_ratio: float = 0.3
+    min_alpha_words_ratio: float = 0.8  # words with at least one letter
+    min_stop_words: int = 2
+    stop_words: List[str] = field(default_factory=lambda: ["the", "be", "to", "of", "and", "that", "have", "with"])
+
+
+@dataclass
+class GopherRepetitionConfig:
+    # Rae et al. 2021 (Gopher), table A1: drop above these fractions.
+    enabled: bool = True
+    max_dup_line_frac: float = 0.3
+    max_dup_para_frac: float = 0.3
+    max_dup_line_char_frac: float = 0.2
+    max_dup_para_char_frac: float = 0.2
+    # n -> max share of characters in the most frequent n-gram
+    top_ngram_max_frac: Dict[int, float] = field(default_factory=lambda: {2: 0.2, 3: 0.18, 4: 0.16})
+    # n -> max share of characters in n-grams that occur more than once
+    dup_ngram_max_frac: Dict[int, float] = field(
+        default_factory=lambda: {5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10})
+
+
+@dataclass
+class C4Config:
+    # Raffel et al. 2020 (C4), section 2.2. Line rules clean kept text; page rules drop.
+    enabled: bool = True
+    remove_no_terminal_punct_lines: bool = True
+    min_words_per_line: int = 5
+    max_word_length: int = 1000
+    remove_javascript_lines: bool = True
+    remove_policy_lines: bool = True  # terms of use, privacy / cookie policy, uses cookies
+    drop_lorem_ipsum: bool = True
+    drop_curly_braces: bool = True
+    min_sentences: int = 3
 
 
 @dataclass
 class FilterConfig:
     min_chars: int = 200
     min_words: int = 30
+    gopher_quality: GopherQualityConfig = field(default_factory=GopherQualityConfig)
+    gopher_repetition: GopherRepetitionConfig = field(default_factory=GopherRepetitionConfig)
+    c4: C4Config = field(default_factory=C4Config)
+
+
+@dataclass
+class QualityConfig:
+    # The GPT-3 quality classifier (dataprep/quality.py). false: no scoring, no selection.
+    enabled: bool = True
+    # A model saved by an earlier run (output_dir/quality/model.safetensors); None: train one.
+    model_path: Optional[str] = None
+    # Positives: reference text files (Gutenberg header/footer stripped), cut into documents.
+    reference_paths: List[str] = field(default_factory=lambda: ["${shared_data}/reference/*.txt"])
+    chunk_chars: int = 3000
+    # Negatives: this job's extracted crawl text (in langid.languages) and these JSON-lines files.
+    negative_paths: List[str] = field(default_factory=lambda: ["${shared_data}/text/*.jsonl.gz"])
+    # Features: hashed word 1..ngram-grams in 2**hash_bits buckets; logistic regression with C.
+    hash_bits: int = 18
+    ngram: int = 2
+    c: float = 1.0
+    heldout: float = 0.2
+    # pareto: keep when pareto(alpha) > 1 - score (GPT-3); threshold: score >= threshold; none.
+    selection: str = "pareto"
+    alpha: float = 9.0
+    threshold: float = 0.5
+    seed: int = 1
 
 
 @dataclass
 class DedupConfig:
+    # Exact: documents whose normalized text is equal. Fuzzy: MinHash LSH (docs/dedup.md).
     exact: bool = True
     fuzzy: bool = True
     # MinHash over word n-gram shingles; LSH keeps pairs of estimated Jaccard >= threshold.
@@ -32,18 +114,41 @@ class DedupConfig:
     num_perm: int = 128
     threshold: float = 0.8
     seed: int = 1
+    # Shingle hash: "wordhash" (fast: words hashed once, n-grams combined in numpy) or "sha1"
+    # (datasketch's default: signatures equal a default datasketch MinHash's, 2-3x slower).
+    hashfunc: str = "wordhash"
+    # LSH bands x rows; None: chosen from threshold as datasketch does, minimizing
+    # fp_weight * false positives + fn_weight * false negatives.
+    bands: Optional[int] = None
+    rows: Optional[int] = None
+    fp_weight: float = 0.5
+    fn_weight: float = 0.5
+    # A candidate pair becomes an edge only if its signatures estimate Jaccard >= threshold.
+    verify: bool = True
+    # Survivor of a cluster: the highest value of this column (when a file has it), then the
+    # smallest id. None: smallest id only.
+    quality_column: Optional[str] = "quality_score"
+    # Peak memory of one partition task; more documents -> more partitions (spilled to disk).
+    memory_budget_mb: float = 1024
+    # None: as many as the budget needs; a number: exactly that many.
+    partitions: Optional[int] = None
 
 
 @dataclass
 class TokenizerConfig:
     # A tokenizer.json to use as is (e.g. ${shared_data}/tokenizer/gpt2/tokenizer.json);
-    # None: train a byte-level BPE on the deduplicated corpus.
+    # None: train a byte-level BPE on a sample of the mixture's sources.
     path: Optional[str] = None
     vocab_size: int = 4096
     min_frequency: int = 2
+    # Ends every document (it separates documents in the token stream); always a special token.
     eod_token: str = "<|endoftext|>"
-    # At most this many documents feed tokenizer training.
-    train_docs: int = 100_000
+    # More special tokens for a trained BPE (one id each, never split or merged).
+    special_tokens: List[str] = field(default_factory=list)
+    # Training sample: about this many bytes of text, from each mixture source in proportion to
+    # its weight (a seeded sample of its documents).
+    sample_bytes: int = 20_000_000
+    seed: int = 1
 
 
 @dataclass
@@ -52,11 +157,49 @@ class ShardConfig:
 
 
 @dataclass
+class MixtureSourceConfig:
+    # crawl: this job's filtered, deduplicated crawl; text: plain text files;
+    # jsonl: JSON lines (.gz read too); parquet: Parquet files.
+    kind: str = "crawl"
+    # Glob patterns of the source's files (text, jsonl, parquet); each file is one task.
+    paths: List[str] = field(default_factory=list)
+    # Share of the training tokens (weights are normalized to sum to 1).
+    weight: float = 1.0
+    # text: how a file becomes documents: "file" (one document), "headings" (one per WikiText
+    # top-level ' = Title = ' heading), "chunks" (about chunk_chars each, cut at line ends).
+    split: str = "file"
+    chunk_chars: int = 20_000
+    # text: drop the Project Gutenberg header and licence footer.
+    strip_gutenberg: bool = False
+    # jsonl / parquet: fields holding text, id and url (dotted for nested, e.g. metadata.url).
+    text_field: str = "text"
+    id_field: str = "id"
+    url_field: str = "url"
+
+
+@dataclass
+class MixtureConfig:
+    # Name -> source. Empty: the crawl alone, one epoch.
+    sources: Dict[str, MixtureSourceConfig] = field(default_factory=dict)
+    # The mixture's size: total_tokens, or anchor_epochs passes over the source named anchor.
+    total_tokens: Optional[int] = None
+    anchor: Optional[str] = None
+    anchor_epochs: Optional[float] = None
+    # Seeds the document subsets (epochs below 1 or fractional parts) and the order.
+    seed: int = 1
+    # Achieved shares further than this from their targets are explained in the manifest.
+    tolerance: float = 0.01
+
+
+@dataclass
 class RayConfig:
     # None: RAY_ADDRESS when set, else a local Ray started for this job.
     address: Optional[str] = None
     num_cpus: Optional[int] = None
     object_store_memory: Optional[int] = 268_435_456
+    # Submit this job to the Ray cluster (address, else RAY_ADDRESS) as a Ray Job and follow it;
+    # needs the cluster's dashboard (ray[default]), e.g. address=http://head:8265.
+    submit_job: bool = False
 
 
 @dataclass
@@ -65,9 +208,12 @@ class DataprepConfig:
     output_dir: str = "outputs/corpus"
     ingest: IngestConfig = field(default_factory=IngestConfig)
     filters: FilterConfig = field(default_factory=FilterConfig)
+    langid: LangIdConfig = field(default_factory=LangIdConfig)
+    quality: QualityConfig = field(default_factory=QualityConfig)
     dedup: DedupConfig = field(default_factory=DedupConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     shards: ShardConfig = field(default_factory=ShardConfig)
+    mixture: MixtureConfig = field(default_factory=MixtureConfig)
     ray: RayConfig = field(default_factory=RayConfig)
 
 

@@ -23,6 +23,9 @@ SCHEMA = pa.schema(
         ("text", pa.string()),
         ("drop_reason", pa.string()),
         ("duplicate_of", pa.string()),
+        ("lang", pa.string()),  # language id (ISO 639-1) and its probability, set by extract
+        ("lang_score", pa.float32()),
+        ("quality_score", pa.float32()),  # the quality classifier's P(reference-like)
     ]
 )
 COLUMNS = SCHEMA.names
@@ -30,7 +33,8 @@ COLUMNS = SCHEMA.names
 
 def new_document(id: str, text: str, url: str = "", source: str = "", date: str = "") -> dict:
     return {"id": id, "url": url, "source": source, "date": date, "text": text,
-            "drop_reason": None, "duplicate_of": None}
+            "drop_reason": None, "duplicate_of": None, "lang": None, "lang_score": None,
+            "quality_score": None}
 
 
 def write_documents(path: str | Path, docs: Iterable[dict]) -> int:

@@ -30,11 +30,11 @@ def merge(parts: Iterable[dict]) -> dict:
 
 
 def table(stages: dict[str, dict]) -> str:
-    rows = [("stage", "docs in", "docs out", "MB in", "seconds", "dropped by reason")]
+    rows = [("stage", "docs in", "docs out", "MB in", "MB out", "seconds", "dropped by reason")]
     for name, s in stages.items():
         reasons = ", ".join(f"{k} {v}" for k, v in s["dropped"].items()) or "-"
         rows.append((name, str(s["docs_in"]), str(s["docs_out"]), f"{s['bytes_in'] / 1e6:.2f}",
-                     f"{s['seconds']:.1f}", reasons))
+                     f"{s.get('bytes_out', 0) / 1e6:.2f}", f"{s['seconds']:.1f}", reasons))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     lines = []
     for r in rows:

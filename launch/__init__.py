@@ -1,1 +1,2 @@
-"""Start training processes for a composed config: on this machine now; more clusters to come."""
+"""Turn a composed training config into processes on machines: local, torchrun (one agent per
+node), a DeepSpeed hostfile, a Slurm sbatch script, or Ray Train on a Ray cluster."""

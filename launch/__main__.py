@@ -1,10 +1,12 @@
-"""`python -m launch [hydra overrides]`: start training on the configured cluster and report."""
+"""`python -m launch [hydra overrides]`: start training on the configured cluster and report.
+
+`cluster.dry_run=true` prints the exact commands (or sbatch script, or Ray trainer) and stops.
+"""
 
 from __future__ import annotations
 
+import importlib
 import json
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -13,6 +15,8 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
+from launch.plan import LaunchError
+from pretrain import resume
 from pretrain.config import PretrainConfig, register
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
@@ -40,24 +44,33 @@ def report(run_dir: Path, started: float) -> tuple[bool, str]:
     return finished, "\n".join(lines)
 
 
+LAUNCHERS = {"local": "launch.local", "torchrun": "launch.torchrun", "hostfile": "launch.hostfile",
+             "slurm": "launch.slurm", "ray": "launch.ray_cluster"}
+
+
 @hydra.main(version_base=None, config_path=CONF_DIR, config_name="pretrain")
 def main(cfg) -> None:
     config: PretrainConfig = OmegaConf.to_object(cfg)
-    overrides = list(HydraConfig.get().overrides.task)
+    try:  # resume=<run_dir>: that run's saved config, the command line's overrides on top
+        config = resume.apply(config, list(HydraConfig.get().overrides.task))
+    except ValueError as e:
+        sys.exit(f"launch: {e}")
     run_dir = Path(config.run_dir).resolve()
-    if config.cluster.name != "local":
-        sys.exit(f"cluster={config.cluster.name} is not supported yet (available: local)")
-    from launch import local
-
-    cmd = local.command(config, overrides, run_dir)
-    print("launch:", " ".join(cmd), flush=True)
-    started = time.time()
-    proc = subprocess.Popen(cmd, env=local.environment(config))
+    name = config.cluster.name
+    if name not in LAUNCHERS:
+        sys.exit(f"launch: cluster.name={name!r} is not one of {', '.join(LAUNCHERS)}")
     try:
-        rc = proc.wait()
-    except KeyboardInterrupt:
-        proc.send_signal(signal.SIGINT)
-        rc = proc.wait()
+        plan = importlib.import_module(LAUNCHERS[name]).plan(
+            config, list(HydraConfig.get().overrides.task), run_dir)
+    except LaunchError as e:
+        sys.exit(f"launch: {e}")
+    print(plan.text, flush=True)
+    if config.cluster.dry_run:
+        return
+    started = time.time()
+    rc = plan.start()
+    if not plan.trains:
+        sys.exit(rc)
     finished, text = report(run_dir, started)
     print(text, flush=True)
     if rc != 0 and finished:

@@ -1,5 +1,6 @@
 """`python -m pretrain [hydra overrides]`: one training process (a launcher starts one per rank)."""
 
+import sys
 from pathlib import Path
 
 import hydra
@@ -13,9 +14,18 @@ register()
 
 @hydra.main(version_base=None, config_path=CONF_DIR, config_name="pretrain")
 def main(cfg) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    from pretrain import resume
     from pretrain.train import run
 
-    run(OmegaConf.to_object(cfg))
+    config = OmegaConf.to_object(cfg)
+    try:
+        # resume=<run_dir>: that run's saved config, the command line's overrides on top.
+        config = resume.apply(config, list(HydraConfig.get().overrides.task))
+        run(config)
+    except resume.ContinuationError as e:
+        sys.exit(f"pretrain: {e}")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,12 @@ Each checkpoint is written by all ranks into `checkpoints/.tmp-step_N/`, then ra
 it to `checkpoints/step_N/` and only then moves `checkpoints/latest` (a one-line file naming
 the tag, the convention DeepSpeed's loader reads). A crash at any point leaves `latest` on the
 previous complete checkpoint; leftover `.tmp-*` folders are removed at the next start.
+
+A checkpoint folder holds DeepSpeed's files (model, optimizer shards, LR schedule, client
+state), `rng_rankNNNNN.json` per rank, `config.yaml` (the run's resolved config) and
+`complete.json` (step, data position, world size, ZeRO stage: readable without unpickling).
+Resuming on another world size or ZeRO stage first converts it, once, into DeepSpeed's
+universal format under `step_N/universal/`.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import logging
 import os
 import random
 import shutil
+import time
 from pathlib import Path
 from typing import Any, Optional
 
@@ -24,6 +31,7 @@ log = logging.getLogger(__name__)
 
 TMP_PREFIX = ".tmp-"
 COMPLETE = "complete.json"
+UNIVERSAL = "universal"
 
 
 def tag_for(step: int) -> str:
@@ -85,7 +93,10 @@ class Checkpointer:
         _barrier()
 
     # --- writing ---------------------------------------------------------------------------
-    def save(self, engine, step: int, client_state: dict[str, Any]) -> Path:
+    def save(self, engine, step: int, client_state: dict[str, Any], config_yaml: str = "",
+             sleep_s: float = 0.0) -> Path:
+        """All ranks: write checkpoint `step`; `client_state` (JSON-able) also goes to
+        complete.json. `sleep_s` (a test hook) pauses each rank once its files are written."""
         tag = tag_for(step)
         tmp = TMP_PREFIX + tag
         if self.rank == 0:
@@ -94,9 +105,15 @@ class Checkpointer:
         _barrier()
         engine.save_checkpoint(str(self.dir), tag=tmp, client_state=client_state, save_latest=False)
         (self.dir / tmp / f"rng_rank{self.rank:05d}.json").write_text(json.dumps(rng_state()))
+        if self.rank == 0 and config_yaml:
+            (self.dir / tmp / "config.yaml").write_text(config_yaml)
+        if sleep_s:
+            log.warning("debug.sleep_in_save_s: sleeping %.1f s inside the save of %s", sleep_s, tag)
+            time.sleep(sleep_s)
         _barrier()
         if self.rank == 0:
-            (self.dir / tmp / COMPLETE).write_text(json.dumps({"step": step, "tag": tag}) + "\n")
+            info = {"step": step, "tag": tag, **client_state}
+            (self.dir / tmp / COMPLETE).write_text(json.dumps(info, indent=1) + "\n")
             final = self.dir / tag
             if final.exists():
                 shutil.rmtree(final)
@@ -116,10 +133,35 @@ class Checkpointer:
             shutil.rmtree(p, ignore_errors=True)
 
     # --- reading ---------------------------------------------------------------------------
-    def load(self, engine, directory: Path, tag: str) -> dict[str, Any]:
-        """Load model, optimizer and LR schedule into `engine`; returns the client state."""
+    @staticmethod
+    def info(directory: Path, tag: str) -> dict[str, Any]:
+        """What complete.json says about a checkpoint (step, world size, ZeRO stage, ...)."""
+        path = Path(directory) / tag / COMPLETE
+        if not path.is_file():
+            raise FileNotFoundError(f"{path.parent} is not a complete checkpoint (no {COMPLETE})")
+        return json.loads(path.read_text())
+
+    def prepare_universal(self, directory: Path, tag: str) -> None:
+        """All ranks: make sure `directory/tag/universal` exists (rank 0 converts it once,
+        atomically), so that another world size or ZeRO stage can load the checkpoint."""
+        from pretrain import engine as ds
+
+        final = Path(directory) / tag / UNIVERSAL
+        if self.rank == 0 and not final.is_dir():
+            tmp = final.with_name(TMP_PREFIX + UNIVERSAL)
+            shutil.rmtree(tmp, ignore_errors=True)
+            log.info("converting %s to DeepSpeed's universal checkpoint format", final.parent)
+            ds.to_universal(final.parent, tmp)
+            (final.parent / "latest_universal").unlink(missing_ok=True)  # DeepSpeed's pointer
+            os.rename(tmp, final)
+        _barrier()
+
+    def load(self, engine, directory: Path, tag: str, universal: bool = False) -> dict[str, Any]:
+        """Load model, optimizer and LR schedule into `engine`; returns the client state.
+        `universal`: from the universal copy (the engine was built with load_universal)."""
+        load_dir, load_tag = (Path(directory) / tag, UNIVERSAL) if universal else (directory, tag)
         path, client_state = engine.load_checkpoint(
-            str(directory), tag=tag, load_optimizer_states=True, load_lr_scheduler_states=True
+            str(load_dir), tag=load_tag, load_optimizer_states=True, load_lr_scheduler_states=True
         )
         if path is None:
             raise RuntimeError(f"DeepSpeed could not load checkpoint {directory / tag}")

@@ -16,7 +16,7 @@ from pretrain.model import ModelConfig
 
 @dataclass
 class ZeroConfig:
-    stage: int = 2
+    stage: int = 2  # 0: data parallel; 1: + optimizer states sharded; 2: + gradients; 3: + parameters
     offload_optimizer: bool = False
     offload_param: bool = False
     overlap_comm: bool = False
@@ -57,23 +57,56 @@ class TrainConfig:
     log_every_steps: int = 1
     eval_every_steps: int = 0  # 0: only at the end
     eval_batches: int = 4
+    # A tqdm bar on rank 0's console (shown only when stderr is a terminal).
+    progress_bar: bool = True
 
 
 @dataclass
 class CheckpointConfig:
-    every_steps: int = 50
+    every_steps: int = 50  # 0: none along the way
     keep_last: int = 3
+    at_end: bool = True  # also after the last step (off for benchmarks)
 
 
 @dataclass
 class ClusterConfig:
-    name: str = "local"
+    """Where `python -m launch` starts the ranks (conf/cluster/<name>.yaml; docs/multinode.md)."""
+
+    name: str = "local"  # local | torchrun | hostfile | slurm | ray
+    # Training processes per node (ray: workers in all; hostfile: the hostfile's slots decide).
     nproc: int = 2
-    launcher: str = "torchrun"  # torchrun | deepspeed
+    launcher: str = "torchrun"  # local: torchrun | deepspeed
+    # Rendezvous host (torchrun: the c10d store; hostfile: "" means the hostfile's first host).
     master_addr: str = "127.0.0.1"
-    master_port: Optional[int] = None  # None: a free port
+    master_port: Optional[int] = None  # None: a free port (local), 29500 (across nodes)
     # Accelerator type for DeepSpeed; None: cuda when torch sees a GPU, else cpu.
     accelerator: Optional[str] = None
+    # Print the exact commands (or sbatch script, or Ray trainer) instead of running them.
+    dry_run: bool = False
+    # Environment variables set for every rank on every node.
+    env: Dict[str, str] = field(default_factory=dict)
+    # Restarts of the worker group after a worker fails (torchrun --max-restarts; Ray
+    # max_failures); each restart resumes from the latest complete checkpoint.
+    max_restarts: int = 0
+    # torchrun, slurm: number of nodes; torchrun also takes elastic "MIN:MAX".
+    nnodes: str = "1"
+    # torchrun: this node's rank; node 0 hosts the c10d store. None: torchrun guesses the host
+    # from the rendezvous address.
+    node_rank: Optional[int] = None
+    # torchrun: rendezvous id shared by the nodes of one job; None: the run_dir's name.
+    rdzv_id: Optional[str] = None
+    # hostfile: DeepSpeed hostfile ("host slots=N" lines) and the runner that reaches the hosts.
+    hostfile: Optional[str] = None
+    multinode_runner: str = "pdsh"  # pdsh | openmpi
+    # slurm: the allocation; sbatch_args are more #SBATCH options (e.g. --account=NAME).
+    gpus_per_node: int = 0
+    partition: Optional[str] = None
+    time: str = "01:00:00"
+    job_name: str = "ccpretrain"
+    sbatch_args: List[str] = field(default_factory=list)
+    # ray: cluster address (None: RAY_ADDRESS, else a local Ray); one GPU per worker or none.
+    address: Optional[str] = None
+    use_gpu: bool = False
 
 
 @dataclass
@@ -81,13 +114,30 @@ class MetricsConfig:
     # Peak dense FLOP/s of one device in TFLOP/s for MFU; None: known GPUs are looked up, on
     # other devices MFU is not reported (null).
     peak_tflops: Optional[float] = None
+    # TensorBoard event files in run_dir/tensorboard (rank 0), beside metrics.jsonl.
+    tensorboard: bool = True
+
+
+@dataclass
+class DebugConfig:
+    """Hooks for tests; off in real runs."""
+
+    # Each rank appends the global sample indices it trains on to run_dir/samples/rank_R.jsonl.
+    record_samples: bool = False
+    # Seconds each rank sleeps inside the checkpoint save at step sleep_in_save_step (0: every
+    # save), after writing its files and before the checkpoint is renamed complete (so that a
+    # test can kill a rank at that moment).
+    sleep_in_save_s: float = 0.0
+    sleep_in_save_step: int = 0
 
 
 @dataclass
 class PretrainConfig:
     run_dir: str = "runs/tiny"
     # auto: continue from run_dir/checkpoints/latest when there is one; never: start fresh
-    # (refuses a run_dir that already has checkpoints); or a checkpoint folder to start from.
+    # (refuses a run_dir that already has checkpoints); a run directory: continue that run with
+    # its saved config.yaml (command-line overrides on top, see pretrain/resume.py); or a
+    # checkpoint folder to start from.
     resume: str = "auto"
     model: ModelConfig = field(default_factory=ModelConfig)
     zero: ZeroConfig = field(default_factory=ZeroConfig)
@@ -97,6 +147,7 @@ class PretrainConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    debug: DebugConfig = field(default_factory=DebugConfig)
     # Raw DeepSpeed config keys merged last over the generated config (escape hatch).
     deepspeed: Dict[str, Any] = field(default_factory=dict)
 

@@ -9,6 +9,7 @@ run continues by index instead of replaying consumed batches.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +58,13 @@ class TokenStream:
             filled += len(chunk)
             i, pos = i + 1, 0
         return out
+
+
+def data_fingerprint(manifest: dict) -> str:
+    """Names, sizes and checksums of a manifest's shards (not its path): the same fingerprint
+    means the same token stream, so a checkpoint can check it continues on the data it began on."""
+    shards = [[s.get("name"), s.get("tokens"), s.get("bin_sha256", s.get("sha256"))] for s in manifest["shards"]]
+    return hashlib.sha256(json.dumps(shards).encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)

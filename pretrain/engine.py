@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -26,6 +27,11 @@ def _deepspeed(cfg: PretrainConfig):
     import deepspeed
 
     return deepspeed
+
+
+def _deepspeed_env() -> None:
+    """For offline tools (export, conversion): any accelerator does; don't probe for one."""
+    os.environ.setdefault("DS_ACCELERATOR", "cuda" if torch.cuda.is_available() else "cpu")
 
 
 def init_distributed(cfg: PretrainConfig) -> None:
@@ -63,7 +69,7 @@ def lr_lambda(cfg: PretrainConfig):
     return factor
 
 
-def ds_config(cfg: PretrainConfig, world_size: int) -> dict[str, Any]:
+def ds_config(cfg: PretrainConfig, world_size: int, load_universal: bool = False) -> dict[str, Any]:
     t, z = cfg.train, cfg.zero
     if t.precision not in ("fp32", "bf16", "fp16"):
         raise ValueError(f"train.precision must be fp32, bf16 or fp16, not {t.precision!r}")
@@ -96,9 +102,19 @@ def ds_config(cfg: PretrainConfig, world_size: int) -> dict[str, Any]:
         "steps_per_print": 10**9,  # our loop reports progress
         "wall_clock_breakdown": False,
     }
-    for key, value in cfg.deepspeed.items():
-        config[key] = value
+    if load_universal:
+        config["checkpoint"] = {"load_universal": True}
+    _merge(config, cfg.deepspeed)
     return config
+
+
+def _merge(base: dict, extra: dict) -> None:
+    """Raw keys over the generated config, nested dicts merged key by key."""
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -110,8 +126,9 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def build_engine(model: torch.nn.Module, cfg: PretrainConfig, world_size: int):
-    """Wrap `model` in a DeepSpeed engine with AdamW and the warmup-cosine schedule."""
+def build_engine(model: torch.nn.Module, cfg: PretrainConfig, world_size: int, load_universal: bool = False):
+    """Wrap `model` in a DeepSpeed engine with AdamW and the warmup-cosine schedule.
+    `load_universal`: the checkpoint to load is in DeepSpeed's universal format."""
     deepspeed = _deepspeed(cfg)
     o = cfg.optim
     groups = param_groups(model, o.weight_decay)
@@ -126,9 +143,72 @@ def build_engine(model: torch.nn.Module, cfg: PretrainConfig, world_size: int):
         model=model,
         optimizer=optimizer,
         lr_scheduler=scheduler,
-        config=ds_config(cfg, world_size),
+        config=ds_config(cfg, world_size, load_universal),
     )
+    if cfg.zero.stage == 0 and cfg.train.precision == "fp32":
+        _keep_grad_norm(engine)
+        if world_size == 1:
+            # Averaging gradients over one rank is the identity; skip flattening and copying them.
+            engine.enable_backward_allreduce = False
     return engine
+
+
+def _keep_grad_norm(engine) -> None:
+    """ZeRO-0 in fp32 clips with a plain clip_grad_norm_ and drops the norm it computed, so
+    get_global_grad_norm() would stay None; keep it (same call, same clipping)."""
+    from deepspeed.runtime.utils import clip_grad_norm_
+
+    def clip_fp32_gradients():
+        engine._global_grad_norm = float(clip_grad_norm_(
+            parameters=engine.module.parameters(), max_norm=engine.gradient_clipping(), mpu=engine.mpu))
+
+    engine.clip_fp32_gradients = clip_fp32_gradients
+
+
+def repair_universal_load(engine, cfg: PretrainConfig) -> None:
+    """After loading a universal checkpoint, undo two slips of DeepSpeed 0.19's ZeRO-3 loader
+    that would make the continuation inexact: it copies the first parameter group's
+    hyperparameters onto every group (norms and biases would get weight decay), and it gives
+    every group's state one shared `step` tensor, which Adam then advances once per group per
+    step (wrong bias correction). Harmless for stages 1-2, which load correctly."""
+    inner = getattr(engine.optimizer, "optimizer", engine.optimizer)
+    decays = [cfg.optim.weight_decay, 0.0]  # param_groups(): decay, no decay
+    if len(inner.param_groups) == len(decays):
+        for group, decay in zip(inner.param_groups, decays):
+            group["weight_decay"] = decay
+    for state in inner.state.values():
+        if torch.is_tensor(state.get("step")):
+            state["step"] = state["step"].clone()
+
+
+def to_universal(checkpoint: Path, out: Path) -> None:
+    """Convert a ZeRO checkpoint folder into DeepSpeed's universal format (one file per
+    parameter and optimizer state, unsharded), which loads on any world size and ZeRO stage.
+    Runs in this process on CPU; the caller makes it atomic."""
+    import argparse
+
+    _deepspeed_env()
+    from deepspeed.checkpoint import ds_to_universal
+
+    args = argparse.Namespace(input_folder=str(checkpoint), output_folder=str(out), num_extract_workers=1,
+                              num_merge_workers=1, keep_temp_folder=False, strict=True,
+                              inject_missing_state=True)  # our model: no TP/PP slicing info needed
+    ds_to_universal.main(args)
+
+
+def consolidated_state_dict(checkpoint: Path) -> dict[str, torch.Tensor]:
+    """The full fp32 model state dict of a checkpoint folder, whatever the ZeRO stage and world
+    size that wrote it (DeepSpeed's zero_to_fp32: merges the optimizer's fp32 shards)."""
+    _deepspeed_env()
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+    checkpoint = Path(checkpoint)
+    if not list(checkpoint.glob("*optim_states.pt")):
+        # ZeRO-0 in fp32: no optimizer shards; the module's own weights are the fp32 weights.
+        states = torch.load(checkpoint / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=True)
+        return {k: v.float() for k, v in states["module"].items()}
+    state = get_fp32_state_dict_from_zero_checkpoint(str(checkpoint.parent), tag=checkpoint.name)
+    return {k: v.contiguous() for k, v in state.items()}
 
 
 def shutdown() -> None:

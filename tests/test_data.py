@@ -74,3 +74,14 @@ def test_manifest_that_disagrees_with_shards_is_refused(manifest):
     path.write_text(json.dumps(m))
     with pytest.raises(ValueError, match="manifest says"):
         TokenStream(path)
+
+
+def test_data_fingerprint_follows_the_shards_not_the_path(manifest):
+    from pretrain.data import data_fingerprint
+
+    path, _, _ = manifest
+    m = json.loads(path.read_text())
+    moved = json.loads(json.dumps(m))
+    assert data_fingerprint(moved) == data_fingerprint(m)
+    moved["shards"][0]["bin_sha256"] = "0" * 64
+    assert data_fingerprint(moved) != data_fingerprint(m)

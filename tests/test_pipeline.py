@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from collections import Counter
 
 import pyarrow.parquet as pq
 import pytest
@@ -11,7 +12,7 @@ from conftest import run_module
 from dataprep.dedup import normalize
 from dataprep.shards import IndexedShard, sha256_file
 
-STAGES = ["extract", "filter", "dedup", "tokenize"]
+STAGES = ["extract", "language", "filter", "quality", "dedup", "tokenize"]
 
 
 def _all_docs(folder):
@@ -31,14 +32,23 @@ def test_stats_account_for_every_document(corpus):
     for name, s in stages.items():
         assert s["docs_in"] == s["docs_out"] + sum(s["dropped"].values()), name
         assert s["seconds"] >= 0
-    for a, b in zip(STAGES, STAGES[1:]):
+    for a, b in zip(STAGES[:-1], STAGES[1:-1]):  # each stage reads the one before (tokenize: below)
         assert stages[a]["docs_out"] == stages[b]["docs_in"], (a, b)
+    # tokenize reads the crawl (dedup's output) and every other mixture source's documents
+    manifest = json.loads((corpus / "manifest.json").read_text())
+    crawl = next(n for n, s in manifest["sources"].items() if s["kind"] == "crawl")
+    by_source = stages["tokenize"]["by_source"]
+    assert by_source[crawl] == stages["dedup"]["docs_out"]
+    assert len(by_source) >= 3 and set(by_source) == set(manifest["sources"])
+    for name, s in stats["sources"].items():
+        assert s["docs_in"] == s["docs_out"] + sum(s["dropped"].values()), name
+        assert by_source[name] == s["docs_out"] == manifest["sources"][name]["source_documents"] > 0
+    assert stages["tokenize"]["docs_in"] == sum(by_source.values())
     assert stages["extract"]["docs_in"] > 200  # responses + conversions of the sample archives
     assert stages["extract"]["dropped"]["not_html"] > 0  # images, PDFs, robots.txt ...
     assert stages["filter"]["dropped"].get("too_short", 0) > 0
     assert stages["dedup"]["dropped"]["exact_duplicate"] > 0
-    manifest = json.loads((corpus / "manifest.json").read_text())
-    assert manifest["total_documents"] == stages["tokenize"]["docs_out"] == stats["documents"]
+    assert manifest["total_documents"] == stats["documents"] == sum(s["documents"] for s in manifest["sources"].values())
 
 
 def test_dropped_documents_are_kept_apart_with_reasons(corpus):
@@ -57,6 +67,17 @@ def test_dropped_documents_are_kept_apart_with_reasons(corpus):
         assert len(d["text"]) >= 200
 
 
+def _source_docs(corpus, manifest):
+    """Every document of every mixture source, by source: the crawl's after dedup, the others'."""
+    docs = {}
+    for name, s in manifest["sources"].items():
+        folder = corpus / "dedup" if s["kind"] == "crawl" else corpus / "sources" / name
+        rows = _all_docs(folder) if s["kind"] == "crawl" else [
+            r for p in sorted(folder.glob("*.parquet")) for r in pq.read_table(p).to_pylist()]
+        docs[name] = {d["id"]: d for d in rows}
+    return docs
+
+
 def test_shards_match_manifest_and_decode_to_kept_documents(corpus):
     manifest = json.loads((corpus / "manifest.json").read_text())
     tok = Tokenizer.from_file(str(corpus / manifest["tokenizer"]["path"]))
@@ -64,8 +85,8 @@ def test_shards_match_manifest_and_decode_to_kept_documents(corpus):
     assert tok.get_vocab_size() == manifest["tokenizer"]["vocab_size"] == 4096
     eod = manifest["tokenizer"]["eod_id"]
     assert manifest["dtype"] == "uint16" and len(manifest["shards"]) >= 2
-    kept = {d["id"]: d for d in _all_docs(corpus / "dedup")}
-    seen = 0
+    docs = _source_docs(corpus, manifest)
+    written = Counter()
     for entry in manifest["shards"]:
         assert sha256_file(corpus / entry["bin"]) == entry["bin_sha256"]
         assert sha256_file(corpus / entry["idx"]) == entry["idx_sha256"]
@@ -73,30 +94,47 @@ def test_shards_match_manifest_and_decode_to_kept_documents(corpus):
         assert shard.num_tokens == entry["tokens"] and len(shard) == entry["documents"]
         lineage = pq.read_table(corpus / f"{entry['name']}.docs.parquet").to_pylist()
         assert len(lineage) == len(shard)
+        for row in lineage:
+            assert row["id"] in docs[row["mixture_source"]]
+            written[row["mixture_source"], row["id"]] += 1
         for row in lineage[:5]:
             seq = shard[row["sequence"]]
             assert seq[-1] == eod and eod not in seq[:-1]
-            assert tok.decode(seq[:-1].tolist()) == kept[row["id"]]["text"]
-        seen += len(shard)
-    assert seen == len(kept)
+            assert tok.decode(seq[:-1].tolist()) == docs[row["mixture_source"]][row["id"]]["text"]
+    for name, s in manifest["sources"].items():
+        assert sum(n for (src, _), n in written.items() if src == name) == s["documents"]
+    # the default mixture is sized by one epoch of the crawl: every kept crawl document exactly once
+    crawl = next(n for n, s in manifest["sources"].items() if s["kind"] == "crawl")
+    assert (manifest["mixture"]["anchor"], manifest["mixture"]["anchor_epochs"]) == (crawl, 1.0)
+    assert {doc_id: n for (src, doc_id), n in written.items() if src == crawl} == dict.fromkeys(docs[crawl], 1)
 
 
 def test_rerun_redoes_only_unfinished_tasks_and_ends_identical(corpus, tmp_path):
     copy = tmp_path / "corpus"
     shutil.copytree(corpus, copy)
     before = {p.name: sha256_file(p) for p in copy.glob("shard_*")}
-    # Simulate a crash: one extract task and one tokenize task never finished.
+    scored = {p.name: sha256_file(p) for p in (copy / "quality").glob("*.parquet")}
+    # Simulate a crash: one extract task, one quality task and one tokenize task never finished.
     victim = sorted((copy / "extract" / "_done").glob("*.json"))[0]
     victim.unlink()
     (copy / "extract" / victim.name.replace(".json", ".parquet")).unlink()
-    next(iter((copy / "tokenize" / "_done").glob("*.json"))).unlink()
+    unscored = sorted(p for p in (copy / "quality" / "_done").glob("*.json") if p.name != "model.json")[-1]
+    unscored.unlink()
+    (copy / "quality" / unscored.name.replace(".json", ".parquet")).unlink()
+    tokenized = sorted(p for p in (copy / "tokenize" / "_done").glob("*.json") if p.name != "tokenizer.json")
+    tokenized[-1].unlink()
+    sorted((copy / "sources" / "_done").glob("*.json"))[0].unlink()
     for p in copy.glob("shard_*"):
         p.unlink()
     (copy / "manifest.json").unlink()
     proc = run_module("dataprep", f"output_dir={copy}", "shards.shard_tokens=200000")
     n = len(list((copy / "extract" / "_done").glob("*.json")))
     assert f"[extract] {n - 1}/{n} tasks already done" in proc.stdout
-    assert f"[tokenize] {n - 1}/{n} tasks already done" in proc.stdout
+    assert f"[quality] {n - 1}/{n} tasks already done" in proc.stdout
+    assert {p.name: sha256_file(p) for p in (copy / "quality").glob("*.parquet")} == scored
+    assert f"[tokenize] {len(tokenized) - 1}/{len(tokenized)} tasks already done" in proc.stdout
+    n = len(list((copy / "sources" / "_done").glob("*.json")))
+    assert f"[sources] {n - 1}/{n} tasks already done" in proc.stdout
     assert {p.name: sha256_file(p) for p in copy.glob("shard_*")} == before
 
 
@@ -104,3 +142,30 @@ def test_missing_input_folder_is_a_clear_error(tmp_path):
     proc = run_module("dataprep", f"ingest.input_dir={tmp_path}/nowhere", f"output_dir={tmp_path}/o", check=False)
     assert proc.returncode != 0
     assert "ingest.input_dir" in proc.stderr + proc.stdout
+
+
+def test_a_failed_task_fails_the_job_and_the_rerun_runs_only_it(corpus, tmp_path):
+    """One extract task cannot write its output (a folder sits where its Parquet file goes): the
+    job stops with an error and writes no manifest; once the fault is gone the rerun runs only
+    that task and ends byte-identical to the uninterrupted run."""
+    out = tmp_path / "corpus"
+    shutil.copytree(corpus, out)
+    tasks = sorted(p.stem for p in (out / "extract" / "_done").glob("*.json"))
+    victim = tasks[len(tasks) // 2]
+    (out / "extract" / "_done" / f"{victim}.json").unlink()
+    blocker = out / "extract" / f"{victim}.parquet"
+    blocker.unlink()
+    blocker.mkdir()
+    (blocker / "keep").write_text("a folder where the task's output goes")
+    (out / "manifest.json").unlink()
+    failed = run_module("dataprep", f"output_dir={out}", "shards.shard_tokens=200000", check=False)
+    assert failed.returncode != 0 and not (out / "manifest.json").exists()
+    assert not (out / "extract" / "_done" / f"{victim}.json").exists()
+    assert "IsADirectoryError" in failed.stdout + failed.stderr
+    shutil.rmtree(blocker)
+    rerun = run_module("dataprep", f"output_dir={out}", "shards.shard_tokens=200000")
+    assert f"[extract] {len(tasks) - 1}/{len(tasks)} tasks already done" in rerun.stdout
+    for pattern in ("shard_*", "extract/*.parquet", "extract/dropped/*.parquet", "quality/*.parquet",
+                    "quality/model.safetensors"):
+        ours = {p.relative_to(out): sha256_file(p) for p in out.glob(pattern)}
+        assert ours and ours == {p.relative_to(corpus): sha256_file(p) for p in corpus.glob(pattern)}, pattern

@@ -1,0 +1,141 @@
+"""`python -m dataprep.dedup_job input_dir=DIR output_dir=OUT [dedup.*=...]`: deduplicate an
+existing corpus on its own, on local Ray or RAY_ADDRESS.
+
+In: a folder of documents, JSON lines (.jsonl, .jsonl.gz, .json.gz) or Parquet, each with `id`
+and `text` (other fields, e.g. `url` and `quality_score`, ride along).
+Out:
+  OUT/documents/<file>.parquet  the same documents, all fields, minus the duplicates
+  OUT/dropped/<file>.parquet    the duplicates, with drop_reason and duplicate_of (survivor's id)
+  OUT/kept_ids.txt              the kept ids, one a line, in input order
+  OUT/stats.json                {"stages": {"dedup": documents in, out, exact and near
+                                duplicates, clusters, largest cluster, ...}}
+  OUT/work/                     the stages' files and markers: a rerun resumes from them
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import gzip
+import json
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List
+
+import hydra
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import ray
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, OmegaConf
+
+from dataprep.config import DedupConfig, RayConfig
+from dataprep.dedup_stages import Deduplicator
+from dataprep.tasks import TaskRunner, write_json
+
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+JSONL_PATTERNS = ("*.jsonl", "*.jsonl.gz", "*.json.gz")
+log = logging.getLogger("dataprep")
+
+
+@dataclass
+class DedupJobConfig:
+    input_dir: str = MISSING
+    output_dir: str = "outputs/dedup"
+    # Files of input_dir to read (fnmatch); each file is one task.
+    patterns: List[str] = field(default_factory=lambda: [*JSONL_PATTERNS, "*.parquet"])
+    dedup: DedupConfig = field(default_factory=DedupConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+
+
+def register() -> None:
+    ConfigStore.instance().store(name="dedup_job_schema", node=DedupJobConfig)
+
+
+def jsonl_to_parquet_task(path: str, out: str) -> dict:
+    """JSON lines -> Parquet, every field kept (fields missing from some lines become nulls)."""
+    t0 = time.perf_counter()
+    with (gzip.open if path.endswith(".gz") else open)(path, "rt", encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    table = pa.Table.from_struct_array(pa.array(rows)) if rows else pa.table({"id": pa.array([], pa.string()),
+                                                                              "text": pa.array([], pa.string())})
+    _check_columns(path, table.schema)
+    tmp = f"{out}.tmp"
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, tmp, compression="zstd")
+    os.replace(tmp, out)
+    return {"docs_in": len(table), "seconds": time.perf_counter() - t0}
+
+
+def _check_columns(path: str, schema: pa.Schema) -> None:
+    missing = [c for c in ("id", "text") if c not in schema.names]
+    if missing:
+        raise ValueError(f"{path}: no field {', '.join(missing)} (fields: {schema.names})")
+
+
+def _task_name(path: Path) -> str:
+    return path.name.replace(".", "_")
+
+
+def run(cfg: DedupJobConfig) -> dict:
+    t0 = time.perf_counter()
+    root, out = Path(cfg.input_dir), Path(cfg.output_dir).resolve()
+    if not root.is_dir():
+        raise FileNotFoundError(f"input_dir={root}: no such folder")
+    files = sorted(p for p in root.iterdir() if p.is_file() and any(fnmatch.fnmatch(p.name, pat) for pat in cfg.patterns))
+    if not files:
+        raise FileNotFoundError(f"no file in {root} matches patterns={list(cfg.patterns)}")
+    for p in files:
+        if p.suffix == ".parquet":
+            _check_columns(str(p), pq.read_schema(p))
+    names = [_task_name(p) for p in files]
+    work = out / "work"
+    deduplicator = Deduplicator(cfg.dedup, work)  # checks the settings before any work
+    # Parquet is read in place; JSON lines are converted once, so later stages read columns fast.
+    jsonl = {n: (str(p), str(work / "input" / f"{n}.parquet")) for n, p in zip(names, files) if p.suffix != ".parquet"}
+    TaskRunner("input", work / "input").run(jsonl_to_parquet_task, jsonl)
+    docs = {n: jsonl[n][1] if n in jsonl else str(p) for n, p in zip(names, files)}
+    kept = {n: str(out / "documents" / f"{n}.parquet") for n in names}
+    stats = deduplicator.run(docs, kept, {n: str(out / "dropped" / f"{n}.parquet") for n in names})
+
+    tmp = out / "kept_ids.txt.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        for n in names:
+            for batch in pq.ParquetFile(kept[n]).iter_batches(columns=["id"]):
+                f.writelines(f"{i}\n" for i in pc.cast(batch.column(0), pa.string()).to_pylist())
+    os.replace(tmp, out / "kept_ids.txt")
+    summary = {"stages": {"dedup": stats}, "input_files": [str(p) for p in files],
+               "documents": stats["docs_out"], "seconds": round(time.perf_counter() - t0, 3)}
+    write_json(out / "stats.json", summary)
+    log.info("%d of %d documents kept: %s, %s", stats["docs_out"], stats["docs_in"], out / "documents",
+             out / "kept_ids.txt")
+    return summary
+
+
+register()
+
+
+@hydra.main(version_base=None, config_path=CONF_DIR, config_name="dedup")
+def main(cfg) -> None:
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(message)s", datefmt="%H:%M:%S",
+                        stream=sys.stdout, force=True)
+    config: DedupJobConfig = OmegaConf.to_object(cfg)
+    address = config.ray.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, logging_level=logging.WARNING)
+    else:
+        # address="local": a Ray of this job's own, even when another `ray start` runs here.
+        ray.init(address="local", num_cpus=config.ray.num_cpus, object_store_memory=config.ray.object_store_memory,
+                 include_dashboard=False, logging_level=logging.WARNING)
+    try:
+        run(config)
+    finally:
+        ray.shutdown()
+
+
+if __name__ == "__main__":
+    main()
