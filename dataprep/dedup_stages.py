@@ -179,9 +179,9 @@ def _decisions(docs: np.ndarray, reason: str, duplicate_of: pa.Array) -> pa.Tabl
 def exact_groups_task(in_paths: list[str], out: str) -> dict:
     t0 = time.perf_counter()
     table = pa.concat_tables(pq.read_table(p) for p in in_paths)
-    h0, h1 = table["h0"].to_numpy(), table["h1"].to_numpy()
-    order = np.lexsort((h1, h0))
-    same = (h0[order][1:] == h0[order][:-1]) & (h1[order][1:] == h1[order][:-1])
+    order = np.lexsort((table["h1"].to_numpy(), table["h0"].to_numpy()))
+    h0, h1 = table["h0"].to_numpy()[order], table["h1"].to_numpy()[order]
+    same = (h0[1:] == h0[:-1]) & (h1[1:] == h1[:-1])
     grouped = np.zeros(len(order), dtype=bool)
     grouped[1:] = same
     grouped[:-1] |= same

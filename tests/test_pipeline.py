@@ -58,7 +58,9 @@ def test_dropped_documents_are_kept_apart_with_reasons(corpus):
     for d in dropped:
         assert d["drop_reason"] in ("exact_duplicate", "near_duplicate")
         survivor = kept[d["duplicate_of"]]  # the survivor is kept
-        assert survivor["id"] < d["id"]
+        # One survivor per cluster: the highest quality score, then the smallest id.
+        rank = lambda doc: (-(doc["quality_score"] or 0.0), doc["id"])  # noqa: E731
+        assert rank(survivor) < rank(d)
         if d["drop_reason"] == "exact_duplicate":
             assert normalize(survivor["text"]) == normalize(d["text"])
     filtered = _all_docs(corpus / "extract" / "dropped")
