@@ -29,13 +29,12 @@ import hydra
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-import ray
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
 from dataprep.config import DedupConfig, RayConfig
 from dataprep.dedup_stages import Deduplicator
-from dataprep.tasks import TaskRunner, write_json
+from dataprep.tasks import TaskRunner, ray_session, write_json
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 JSONL_PATTERNS = ("*.jsonl", "*.jsonl.gz", "*.json.gz")
@@ -124,17 +123,8 @@ def main(cfg) -> None:
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(message)s", datefmt="%H:%M:%S",
                         stream=sys.stdout, force=True)
     config: DedupJobConfig = OmegaConf.to_object(cfg)
-    address = config.ray.address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, logging_level=logging.WARNING)
-    else:
-        # address="local": a Ray of this job's own, even when another `ray start` runs here.
-        ray.init(address="local", num_cpus=config.ray.num_cpus, object_store_memory=config.ray.object_store_memory,
-                 include_dashboard=False, logging_level=logging.WARNING)
-    try:
+    with ray_session(config.ray.address, config.ray.num_cpus, config.ray.object_store_memory):
         run(config)
-    finally:
-        ray.shutdown()
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ output_dir/
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import logging
 import os
@@ -30,14 +29,13 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import ray
 
 from dataprep import documents, extract, filters, ingest, langid, mixture, quality, tokenize
 from dataprep.config import DataprepConfig, MixtureSourceConfig, QualityConfig
 from dataprep.dedup_stages import Deduplicator
 from dataprep.shards import IndexedShard, ShardWriter, dtype_for_vocab, sha256_file
 from dataprep.stats import drop, merge, stage_stats, table
-from dataprep.tasks import TaskRunner, write_json
+from dataprep.tasks import TaskRunner, ray_session, write_json
 
 log = logging.getLogger("dataprep")
 
@@ -550,17 +548,5 @@ def _text_bytes(docs_path: str) -> int:
 
 def run(cfg: DataprepConfig) -> dict:
     """Run the corpus job on Ray (RAY_ADDRESS / ray.address, else a local Ray)."""
-    address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
-    started = not ray.is_initialized()
-    if started:
-        if address:
-            ray.init(address=address, logging_level=logging.WARNING)
-        else:
-            # address="local": a Ray of this job's own, even when another `ray start` runs here
-            ray.init(address="local", num_cpus=cfg.ray.num_cpus, object_store_memory=cfg.ray.object_store_memory,
-                     include_dashboard=False, logging_level=logging.WARNING)
-    try:
+    with ray_session(cfg.ray.address, cfg.ray.num_cpus, cfg.ray.object_store_memory):
         return Pipeline(cfg).run()
-    finally:
-        if started:
-            ray.shutdown()

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,6 +26,26 @@ def write_json(path: Path, obj: Any) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(obj, indent=2) + "\n")
     os.replace(tmp, path)
+
+
+@contextmanager
+def ray_session(address: str | None, num_cpus: int | None, object_store_memory: int | None):
+    """Ray for one job: the cluster at `address` (else RAY_ADDRESS), or a local Ray of the job's
+    own (address="local": even when another `ray start` runs on this machine). A Ray that is
+    already initialized (a test, a Ray Job) is used as it is and left running."""
+    if ray.is_initialized():
+        yield
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, logging_level=logging.WARNING)
+    else:
+        ray.init(address="local", num_cpus=num_cpus, object_store_memory=object_store_memory,
+                 include_dashboard=False, logging_level=logging.WARNING)
+    try:
+        yield
+    finally:
+        ray.shutdown()
 
 
 def _run_and_mark(fn: Callable[..., dict], marker: str, args: tuple) -> dict:

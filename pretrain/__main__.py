@@ -6,7 +6,7 @@ from pathlib import Path
 import hydra
 from omegaconf import OmegaConf
 
-from pretrain.config import PretrainConfig, register
+from pretrain.config import register
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 register()

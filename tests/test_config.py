@@ -1,11 +1,9 @@
 """Every shipped config composes, and a wrong key or type stops a job before any work."""
 
-from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
-from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
 from hydra.errors import ConfigCompositionException
 
 from conftest import REPO, run_module

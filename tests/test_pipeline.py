@@ -5,7 +5,6 @@ import shutil
 from collections import Counter
 
 import pyarrow.parquet as pq
-import pytest
 from tokenizers import Tokenizer
 
 from conftest import run_module
