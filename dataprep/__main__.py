@@ -1,6 +1,5 @@
 """`python -m dataprep [hydra overrides]`: the corpus job on local Ray or RAY_ADDRESS."""
 
-import logging
 import sys
 from pathlib import Path
 
@@ -8,6 +7,7 @@ import hydra
 from omegaconf import OmegaConf
 
 from dataprep.config import DataprepConfig, register
+from dataprep.tasks import console_logging
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 register()
@@ -15,8 +15,7 @@ register()
 
 @hydra.main(version_base=None, config_path=CONF_DIR, config_name="dataprep")
 def main(cfg) -> None:
-    logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(message)s", datefmt="%H:%M:%S",
-                        stream=sys.stdout, force=True)
+    console_logging()
     from dataprep.pipeline import run
 
     config: DataprepConfig = OmegaConf.to_object(cfg)

@@ -19,7 +19,6 @@ import gzip
 import json
 import logging
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +33,8 @@ from omegaconf import MISSING, OmegaConf
 
 from dataprep.config import DedupConfig, RayConfig
 from dataprep.dedup_stages import Deduplicator
-from dataprep.tasks import TaskRunner, ray_session, write_json
+from dataprep.documents import write_table
+from dataprep.tasks import TaskRunner, console_logging, ray_session, write_json
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 JSONL_PATTERNS = ("*.jsonl", "*.jsonl.gz", "*.json.gz")
@@ -63,10 +63,7 @@ def jsonl_to_parquet_task(path: str, out: str) -> dict:
     table = pa.Table.from_struct_array(pa.array(rows)) if rows else pa.table({"id": pa.array([], pa.string()),
                                                                               "text": pa.array([], pa.string())})
     _check_columns(path, table.schema)
-    tmp = f"{out}.tmp"
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, tmp, compression="zstd")
-    os.replace(tmp, out)
+    write_table(table, out)
     return {"docs_in": len(table), "seconds": time.perf_counter() - t0}
 
 
@@ -120,8 +117,7 @@ register()
 
 @hydra.main(version_base=None, config_path=CONF_DIR, config_name="dedup")
 def main(cfg) -> None:
-    logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(message)s", datefmt="%H:%M:%S",
-                        stream=sys.stdout, force=True)
+    console_logging()
     config: DedupJobConfig = OmegaConf.to_object(cfg)
     with ray_session(config.ray.address, config.ray.num_cpus, config.ray.object_store_memory):
         run(config)

@@ -32,7 +32,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -45,6 +44,7 @@ import pyarrow.parquet as pq
 
 from dataprep import dedup
 from dataprep.config import DedupConfig
+from dataprep.documents import write_table
 from dataprep.stats import drop, merge, stage_stats
 from dataprep.tasks import TaskRunner, write_json
 
@@ -88,14 +88,6 @@ def doc_numbers(file_index: int, first_row: int, n: int) -> np.ndarray:
 
 # --- files -------------------------------------------------------------------------------------
 
-def _write(table: pa.Table, path: str, row_group_size: int | None = None) -> None:
-    """Atomically: a temporary name, then rename (a crash never leaves a half file)."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    tmp = f"{path}.tmp"
-    pq.write_table(table, tmp, row_group_size=row_group_size, compression="zstd")
-    os.replace(tmp, path)
-
-
 def _write_partitioned(table: pa.Table, part: np.ndarray, paths: list[str]) -> None:
     """Row i of table to paths[part[i]], keeping row order; every path is written (maybe empty)."""
     order = np.argsort(part, kind="stable")
@@ -103,7 +95,7 @@ def _write_partitioned(table: pa.Table, part: np.ndarray, paths: list[str]) -> N
     table = table.take(order)
     start = 0
     for path, count in zip(paths, counts.tolist()):
-        _write(table.slice(start, count), path)
+        write_table(table.slice(start, count), path)
         start += count
 
 
@@ -190,7 +182,7 @@ def exact_groups_task(in_paths: list[str], out: str) -> dict:
                                       group["id"], group["quality"])
     dup = np.flatnonzero(survivor != np.arange(len(group)))
     decisions = _decisions(group["doc"].to_numpy()[dup], "exact_duplicate", group["id"].take(survivor[dup]))
-    _write(decisions.sort_by("doc"), out, DECISION_ROW_GROUP)
+    write_table(decisions.sort_by("doc"), out, DECISION_ROW_GROUP)
     return {"docs_in": len(table), "exact_duplicates": len(dup), "seconds": time.perf_counter() - t0}
 
 
@@ -211,7 +203,7 @@ def signature_task(docs_path: str, file_index: int, exact_paths: list[str], sig_
             "minhash": pa.FixedSizeListArray.from_arrays(pa.array(sig.ravel()), cfg.num_perm),
         }, schema=schema))
     table = pa.concat_tables(parts) if parts else schema.empty_table()
-    _write(table, sig_out, SIG_ROW_GROUP)
+    write_table(table, sig_out, SIG_ROW_GROUP)
     doc = table["doc"].to_numpy()
     sig = table["minhash"].combine_chunks().flatten().to_numpy().reshape(len(doc), cfg.num_perm)
     keys = dedup.band_keys(sig, plan.bands, plan.rows).ravel()  # document-major: docs stay sorted
@@ -270,7 +262,7 @@ def candidates_task(band_paths: list[str], sig_paths: list[str], out: str, cfg: 
     candidates = len(pairs)
     if cfg.verify and candidates:
         pairs = pairs[_verified(pairs, sig_paths, cfg)]
-    _write(pa.table({"a": pairs[:, 0], "b": pairs[:, 1]}), out)
+    write_table(pa.table({"a": pairs[:, 0], "b": pairs[:, 1]}), out)
     return {"records": n, "candidate_pairs": candidates, "verified_pairs": len(pairs),
             "seconds": time.perf_counter() - t0}
 
@@ -290,7 +282,7 @@ def clusters_task(edge_paths: list[str], sig_paths: list[str], out: str) -> dict
         decisions = _decisions(nodes[dup], "near_duplicate", meta["id"].take(survivor[dup]))  # nodes are sorted
         sizes = np.bincount(labels)
         clusters, largest, linked = len(sizes), int(sizes.max()), len(nodes)
-    _write(decisions, out, DECISION_ROW_GROUP)
+    write_table(decisions, out, DECISION_ROW_GROUP)
     return {"docs_in": linked, "edges": len(edges), "near_duplicates": len(decisions), "clusters": clusters,
             "largest_cluster": largest, "seconds": time.perf_counter() - t0}
 
@@ -313,8 +305,8 @@ def filter_task(docs_path: str, file_index: int, decision_paths: list[str], kept
     dropped = table.take(rows)
     dropped = _with_column(dropped, "drop_reason", decisions["reason"])
     dropped = _with_column(dropped, "duplicate_of", decisions["duplicate_of"])
-    _write(dropped, dropped_out)
-    _write(kept, kept_out)
+    write_table(dropped, dropped_out)
+    write_table(kept, kept_out)
     s = stage_stats()
     s["docs_in"], s["docs_out"] = len(table), len(kept)
     for reason in decisions["reason"].to_pylist():

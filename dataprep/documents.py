@@ -37,14 +37,20 @@ def new_document(id: str, text: str, url: str = "", source: str = "", date: str 
             "quality_score": None}
 
 
-def write_documents(path: str | Path, docs: Iterable[dict]) -> int:
-    """Write `docs` to `path` atomically (temporary name, then rename); returns the count."""
+def write_table(table: pa.Table, path: str | Path, row_group_size: int | None = None) -> None:
+    """Write a Parquet file atomically: a temporary name, then rename (a crash never leaves a
+    half-written file that a rerun would take for a finished one)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    rows = [{c: d.get(c) for c in COLUMNS} for d in docs]
     tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), tmp, compression="zstd")
+    pq.write_table(table, tmp, row_group_size=row_group_size, compression="zstd")
     os.replace(tmp, path)
+
+
+def write_documents(path: str | Path, docs: Iterable[dict]) -> int:
+    """Write `docs` to `path` atomically; returns the count."""
+    rows = [{c: d.get(c) for c in COLUMNS} for d in docs]
+    write_table(pa.Table.from_pylist(rows, schema=SCHEMA), path)
     return len(rows)
 
 

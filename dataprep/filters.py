@@ -173,19 +173,17 @@ def gopher_repetition_filter(max_dup_line_frac: float = 0.3, max_dup_para_frac: 
         text = doc["text"]
         size = max(len(text), 1)
         paras = [p.strip() for p in PARAGRAPHS.split(text) if p.strip()]
-        if paras:
-            n, chars = _duplicates(paras)
-            if n / len(paras) > max_dup_para_frac:
-                return "gopher_dup_paragraphs"
-            if chars / size > max_dup_para_char_frac:
-                return "gopher_dup_paragraph_chars"
         lines = [line.strip() for line in text.splitlines() if line.strip()]
-        if lines:
-            n, chars = _duplicates(lines)
-            if n / len(lines) > max_dup_line_frac:
-                return "gopher_dup_lines"
-            if chars / size > max_dup_line_char_frac:
-                return "gopher_dup_line_chars"
+        for parts, max_frac, max_char_frac, what in (
+            (paras, max_dup_para_frac, max_dup_para_char_frac, "paragraph"),
+            (lines, max_dup_line_frac, max_dup_line_char_frac, "line"),
+        ):
+            if parts:
+                n, chars = _duplicates(parts)
+                if n / len(parts) > max_frac:
+                    return f"gopher_dup_{what}s"
+                if chars / size > max_char_frac:
+                    return f"gopher_dup_{what}_chars"
         words = WordNgrams(text.lower().split())
         for n, limit in sorted(top.items()):
             if top_ngram_char_fraction(words, n) > limit:

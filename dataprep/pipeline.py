@@ -34,7 +34,7 @@ from dataprep import documents, extract, filters, ingest, langid, mixture, quali
 from dataprep.config import DataprepConfig, MixtureSourceConfig, QualityConfig
 from dataprep.dedup_stages import Deduplicator
 from dataprep.shards import IndexedShard, ShardWriter, dtype_for_vocab, sha256_file
-from dataprep.stats import drop, merge, stage_stats, table
+from dataprep.stats import drop, format_rows, merge, stage_stats, table
 from dataprep.tasks import TaskRunner, ray_session, write_json
 
 log = logging.getLogger("dataprep")
@@ -211,9 +211,7 @@ def tokenize_task(docs_path: str, tokenizer_path: str, eod_token: str, out_dir: 
                 for key in ("id", "url", "source"):
                     meta[key].append(r[key])
                 meta["tokens"].append(len(ids))
-    out = str(Path(out_dir) / f"{task}.parquet")
-    pq.write_table(pa.table(meta, schema=TOKENS_SCHEMA), out + ".tmp")
-    os.replace(out + ".tmp", out)
+    documents.write_table(pa.table(meta, schema=TOKENS_SCHEMA), Path(out_dir) / f"{task}.parquet")
     n = len(meta["id"])
     return {"docs_in": n, "docs_out": n, "dropped": {}, "tokens": sum(meta["tokens"]),
             "bytes_in": n_bytes, "bytes_out": n_bytes, "seconds": time.perf_counter() - t0}
@@ -526,10 +524,8 @@ def mixture_table(manifest: dict) -> str:
     for name, s in manifest["sources"].items():
         rows.append((name, str(s["documents"]), str(s["tokens"]), f"{s['achieved_epochs']:.3f}",
                      f"{s['target_weight']:.2%}", f"{s['achieved_weight']:.2%}"))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join([r[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(r[1:], widths[1:])]) for r in rows]
     notes = [f"{name}: {s['note']}" for name, s in manifest["sources"].items() if "note" in s]
-    return "\n".join(lines + notes)
+    return "\n".join([format_rows(rows)] + notes)
 
 
 LINEAGE_SCHEMA = pa.schema([

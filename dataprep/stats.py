@@ -35,9 +35,16 @@ def table(stages: dict[str, dict]) -> str:
         reasons = ", ".join(f"{k} {v}" for k, v in s["dropped"].items()) or "-"
         rows.append((name, str(s["docs_in"]), str(s["docs_out"]), f"{s['bytes_in'] / 1e6:.2f}",
                      f"{s.get('bytes_out', 0) / 1e6:.2f}", f"{s['seconds']:.1f}", reasons))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    return format_rows(rows, ragged_last=True)
+
+
+def format_rows(rows: list[tuple[str, ...]], ragged_last: bool = False) -> str:
+    """Rows as aligned text: the first column left-aligned, the others right-aligned; with
+    `ragged_last`, the last column (free text) is left as it is."""
+    aligned = len(rows[0]) - 1 if ragged_last else len(rows[0])
+    widths = [max(len(r[i]) for r in rows) for i in range(aligned)]
     lines = []
     for r in rows:
-        cells = [r[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(r[1:-1], widths[1:])]
-        lines.append("  ".join(cells + [r[-1]]))
+        cells = [r[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(r[1:aligned], widths[1:])]
+        lines.append("  ".join(cells + list(r[aligned:])))
     return "\n".join(lines)

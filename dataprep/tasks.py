@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +20,12 @@ from typing import Any, Callable
 import ray
 
 log = logging.getLogger("dataprep")
+
+
+def console_logging() -> None:
+    """Progress and summaries to stdout, one timestamped line each (the jobs' console output)."""
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(message)s", datefmt="%H:%M:%S",
+                        stream=sys.stdout, force=True)
 
 
 def write_json(path: Path, obj: Any) -> None:

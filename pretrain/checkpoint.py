@@ -67,6 +67,18 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state(torch.tensor(state["cuda"], dtype=torch.uint8))
 
 
+def checkpoint_folder(path: str | Path) -> Path:
+    """The step_N folder that `path` (run dir, checkpoints folder, or step folder) stands for."""
+    p = Path(path)
+    if (p / "checkpoints" / "latest").is_file():
+        p = p / "checkpoints"
+    if (p / "latest").is_file():
+        p = p / (p / "latest").read_text().strip()
+    if not (p / COMPLETE).is_file():
+        raise FileNotFoundError(f"{path}: not a run directory or a complete checkpoint")
+    return p
+
+
 class Checkpointer:
     def __init__(self, directory: str | Path, keep_last: int, rank: int):
         self.dir = Path(directory)

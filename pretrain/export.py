@@ -26,21 +26,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from pretrain import resume
-from pretrain.checkpoint import COMPLETE
+from pretrain.checkpoint import checkpoint_folder
 from pretrain.config import PretrainConfig
 from pretrain.model import GPT, ModelConfig
-
-
-def checkpoint_folder(path: str | Path) -> Path:
-    """The step_N folder that `path` (run dir, checkpoints folder, or step folder) stands for."""
-    p = Path(path)
-    if (p / "checkpoints" / "latest").is_file():
-        p = p / "checkpoints"
-    if (p / "latest").is_file():
-        p = p / (p / "latest").read_text().strip()
-    if not (p / COMPLETE).is_file():
-        raise FileNotFoundError(f"{path}: not a run directory or a complete checkpoint")
-    return p
 
 
 def run_config(step_dir: Path) -> PretrainConfig:

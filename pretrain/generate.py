@@ -17,6 +17,7 @@ from typing import Optional
 import torch
 
 from pretrain import export
+from pretrain.checkpoint import checkpoint_folder
 from pretrain.model import GPT
 
 
@@ -59,7 +60,7 @@ def load(path: str | Path) -> tuple[GPT, Optional[Path], Optional[dict]]:
         hf_config = json.loads((tok.parent / "config.json").read_text())
         manifest = {"tokenizer": {"path": "tokenizer.json", "eod_id": hf_config.get("eos_token_id")}}
         return export.load(p), tok.parent / "manifest.json", manifest
-    step_dir = export.checkpoint_folder(p)
+    step_dir = checkpoint_folder(p)
     mcfg, state = export.consolidate(step_dir)
     manifest_path = Path(export.run_config(step_dir).data.manifest)
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else None

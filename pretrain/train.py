@@ -20,7 +20,7 @@ import torch.distributed as dist
 
 from pretrain import engine as ds
 from pretrain import resume
-from pretrain.checkpoint import Checkpointer
+from pretrain.checkpoint import Checkpointer, checkpoint_folder
 from pretrain.config import PretrainConfig
 from pretrain.data import BatchLayout, PackedSamples, TokenStream, data_fingerprint
 from pretrain.metrics import MetricsLog, memory_gb, peak_tflops
@@ -114,14 +114,8 @@ def find_checkpoint(cfg: PretrainConfig, ckpt: Checkpointer) -> Optional[tuple[P
                 f"{cfg.run_dir} already has checkpoints; use resume=auto to continue it or a new run_dir"
             )
         return None
-    path = Path(cfg.resume)
-    if resume.is_run_dir(path):
-        path = path / "checkpoints"
-    if (path / "latest").is_file():
-        return path, (path / "latest").read_text().strip()
-    if path.is_dir():
-        return path.parent, path.name
-    raise FileNotFoundError(f"resume={cfg.resume}: no such checkpoint")
+    step_dir = checkpoint_folder(cfg.resume)
+    return step_dir.parent, step_dir.name
 
 
 def check_resumable(cfg: PretrainConfig, info: dict, where: Path, layout: BatchLayout,
