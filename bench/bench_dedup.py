@@ -9,11 +9,11 @@ scaling over Ray workers and nodes.
 2. Scale, for each --docs N: a corpus built from the real documents by repetition and
    perturbation (document i is real document i mod B: 10% verbatim, 20% with 1% of its words
    substituted, 70% with 50% substituted, i.e. unrelated), in 20 Parquet files. The whole dedup
-   runs on local Ray with 2 workers and --budget-mb per partition task; printed: each stage's
-   wall time, LSH + clustering time (stages lsh + clusters), and the peak memory of the largest
-   partition's lsh task, of the largest exact_groups task and of the clusters task, each rerun
-   alone in a fresh process (peak resident memory, Linux VmHWM, less the process's size after
-   imports), next to the model's records x bytes per record.
+   runs on local Ray with 2 workers and --budget-mb per task; printed: each stage's wall time,
+   LSH + clustering time (stages lsh + components + clusters), and, for every stage, the peak
+   memory of its largest task rerun alone in a fresh process (peak resident memory, Linux VmHWM,
+   less the process's size after imports and a first Parquet write and read), next to the
+   model's records x bytes per record where the planner uses one, and the budget.
 3. Scaling, on the --scaling-docs corpus: the whole dedup on 1 Ray worker, 2 workers, and a
    simulated 2-node ray.cluster_utils.Cluster (1 CPU per node).
 
@@ -29,6 +29,7 @@ import logging
 import os
 import re
 import shutil
+import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
@@ -43,9 +44,10 @@ from ray.cluster_utils import Cluster
 
 from dataprep import dedup
 from dataprep.config import DedupConfig
-from dataprep.dedup_stages import (BAND_RECORD_BYTES, EXACT_RECORD_BYTES, Deduplicator, candidates_task,
-                                   clusters_task, exact_groups_task)
-from dataprep.tasks import TaskRunner
+from dataprep import dedup_stages
+from dataprep.dedup_stages import BAND_RECORD_BYTES, COMPONENT_EDGE_BYTES, EXACT_RECORD_BYTES, Deduplicator
+from dataprep.documents import DOCUMENT_ROW_GROUP, write_table
+from dataprep.tasks import WORKER_ENV, TaskRunner, arrow_worker_memory
 
 DEFAULT_ROOT = Path(os.environ.get("CCP_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 WORD = re.compile(r"\w+")
@@ -105,7 +107,8 @@ def make_corpus_file(path: str, tokens: list[np.ndarray], vocab: np.ndarray, fir
             swap = rng.random(len(words)) < (0.01 if kind < 0.3 else 0.5)
             words[swap] = rng.integers(0, len(vocab), int(swap.sum()))
         texts.append(" ".join(vocab[words]))
-    pq.write_table(pa.table({"id": [f"doc{i:08d}" for i in range(first, first + n)], "text": texts}), path)
+    write_table(pa.table({"id": [f"doc{i:08d}" for i in range(first, first + n)], "text": texts}), path,
+                DOCUMENT_ROW_GROUP)
     return {"docs_in": n}
 
 
@@ -142,7 +145,14 @@ def _vm_hwm_mib() -> float:
 
 
 def _alone(fn, args) -> tuple[float, float, float]:
-    """Run fn(*args) in this fresh process: (MiB after imports, peak MiB, seconds)."""
+    """Run fn(*args) in this fresh process: (MiB before, peak MiB, seconds). "Before" is after the
+    imports and after one small Parquet write and read, as in a Ray worker that has run a task:
+    Arrow's thread pools and allocator arenas (about 20 MiB) are a process's fixed cost, like its
+    imports, not the task's data."""
+    with tempfile.TemporaryDirectory() as tmp:
+        write_table(pa.table({"x": np.arange(1000)}), Path(tmp) / "warm.parquet")
+        pq.read_table(Path(tmp) / "warm.parquet")
+    arrow_worker_memory()  # as TaskRunner does in a Ray worker
     before = _vm_hwm_mib()
     t0 = time.perf_counter()
     fn(*args)
@@ -150,50 +160,66 @@ def _alone(fn, args) -> tuple[float, float, float]:
 
 
 def peak_memory(fn, args) -> tuple[float, float, float]:
+    os.environ.update(WORKER_ENV)  # as in the Ray workers that run the tasks
     with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
         return pool.submit(_alone, fn, args).result()
 
 
+class RecordingRunner(TaskRunner):
+    """A TaskRunner that keeps each stage's function, task arguments and results, so that the
+    bench can rerun a stage's largest task alone (the rerun rewrites the same bytes)."""
+    stages: dict[str, tuple] = {}
+
+    def run(self, fn, tasks):
+        results = super().run(fn, tasks)
+        RecordingRunner.stages[self.stage] = (fn, tasks, results)
+        return results
+
+
+# What each stage's task holds, from its statistics, and the model's bytes per unit where the
+# planner uses one (a large-star task reads each edge as two records, a small-star task as one).
+SIZES = {"exact_hash": ("docs_in", None), "exact_groups": ("docs_in", EXACT_RECORD_BYTES),
+         "minhash": ("docs_in", None), "lsh": ("records", BAND_RECORD_BYTES),
+         "components: edges": ("edges", None), "large-star": ("records", COMPONENT_EDGE_BYTES // 2),
+         "small-star": ("records", COMPONENT_EDGE_BYTES), "clusters": ("docs_in", None), "filter": ("docs_in", None)}
+
+
 def bench_scale(work: Path, files: dict[str, str], n: int, budget_mb: float) -> None:
     cfg = DedupConfig(memory_budget_mb=budget_mb)
-    stats, wall = run_dedup(work, files, cfg)
+    RecordingRunner.stages.clear()
+    dedup_stages.TaskRunner = RecordingRunner  # the stages look it up in their module
+    try:
+        stats, wall = run_dedup(work, files, cfg)
+    finally:
+        dedup_stages.TaskRunner = TaskRunner
     w = stats["stage_wall_seconds"]
+    lsh_time = w["lsh"] + w["components"] + w["clusters"]
     print(f"\n== scale: {n} documents built from the real ones by repetition and perturbation, "
-          f"{len(files)} files, 2 Ray workers, budget {budget_mb:g} MiB per partition task")
+          f"{len(files)} files, 2 Ray workers, budget {budget_mb:g} MiB per task")
     print(f"  plan: {stats['partitions']} partitions, {stats['bands']} bands x {stats['rows']} rows; "
           f"{stats['exact_duplicates']} exact and {stats['near_duplicates']} near duplicates, "
           f"{stats['clusters']} clusters (largest {stats['largest_cluster']}), "
-          f"{stats['candidate_pairs']} candidate pairs -> {stats['edges']} edges (unique, verified)")
+          f"{stats['candidate_pairs']} candidate pairs -> {stats['edges']} edges (unique, verified); "
+          f"connected components: {stats['component_partitions']} partitions, {stats['component_rounds']} rounds")
     print("  wall seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in w.items()) + f"; total {wall:.1f}")
-    print(f"  LSH + clustering (lsh + clusters stages): {w['lsh'] + w['clusters']:.1f} s "
-          f"({n / (w['lsh'] + w['clusters']):.0f} docs/s); signatures + band records (minhash): "
+    print(f"  LSH + clustering (lsh + components + clusters stages): {lsh_time:.1f} s "
+          f"({n / lsh_time:.0f} docs/s); signatures + band records (minhash): "
           f"{w['minhash']:.1f} s ({n / w['minhash']:.0f} docs/s on 2 workers)")
-    done = work / "work" / "edges" / "_done"
-    records = {p.stem: json.loads(p.read_text())["records"] for p in done.glob("*.json")}
-    largest = max(records, key=records.get)
-    names = list(files)
-    sig_paths = [str(work / "work" / "signatures" / f"{name}.parquet") for name in names]
-    lsh_args = ([str(work / "work" / "bands" / largest / f"{name}.parquet") for name in names], sig_paths,
-                str(work / "alone" / "edges.parquet"), cfg)
-    base, peak, secs = peak_memory(candidates_task, lsh_args)
-    model = records[largest] * BAND_RECORD_BYTES / 2**20
-    print(f"  lsh task alone (largest partition, {records[largest]} records): {secs:.1f} s, peak RSS "
-          f"{peak:.0f} MiB = {base:.0f} after imports + {peak - base:.0f}; model {model:.0f} MiB "
-          f"({BAND_RECORD_BYTES} B/record), budget {budget_mb:g} MiB")
-    exact_done = work / "work" / "exact" / "groups" / "_done"
-    exact_docs = {p.stem: json.loads(p.read_text())["docs_in"] for p in exact_done.glob("*.json")}
-    largest = max(exact_docs, key=exact_docs.get)
-    exact_args = ([str(work / "work" / "exact" / largest / f"{name}.parquet") for name in names],
-                  str(work / "alone" / "groups.parquet"))
-    base, peak, secs = peak_memory(exact_groups_task, exact_args)
-    model = exact_docs[largest] * EXACT_RECORD_BYTES / 2**20
-    print(f"  exact_groups task alone (largest partition, {exact_docs[largest]} documents): {secs:.1f} s, peak "
-          f"RSS {peak:.0f} MiB = {base:.0f} after imports + {peak - base:.0f}; model {model:.0f} MiB "
-          f"({EXACT_RECORD_BYTES} B/document)")
-    edges = [str(work / "work" / "edges" / f"{p}.parquet") for p in sorted(records)]
-    base, peak, secs = peak_memory(clusters_task, (edges, sig_paths, str(work / "alone" / "clusters.parquet")))
-    print(f"  clusters task alone ({stats['edges']} edges): {secs:.1f} s, peak RSS {peak:.0f} MiB "
-          f"= {base:.0f} after imports + {peak - base:.0f}")
+    print(f"  each stage's largest task rerun alone in a fresh process: peak RSS above the process's "
+          f"size before it; budget {budget_mb:g} MiB")
+    largest: dict[str, tuple] = {}  # stage kind -> (size, fn, args); the rounds' steps pooled by kind
+    for name, (fn, tasks, results) in RecordingRunner.stages.items():
+        kind = next(k for k in SIZES if name == k or name.endswith(k))
+        task = max(results, key=lambda t: results[t][SIZES[kind][0]])
+        size = results[task][SIZES[kind][0]]
+        if kind not in largest or size > largest[kind][0]:
+            largest[kind] = (size, fn, tasks[task])
+    for kind, (size, fn, args) in largest.items():
+        base, peak, secs = peak_memory(fn, args)
+        unit, per = SIZES[kind]
+        model = f"; model {size * per / 2**20:.0f} MiB ({per} B each)" if per else ""
+        print(f"  {kind:18s} {unit} {size:>9d}: {secs:5.1f} s, +{peak - base:4.0f} MiB "
+              f"(peak {peak:.0f}, before {base:.0f}){model}  {'within' if peak - base <= budget_mb else 'OVER'} budget")
 
 
 def bench_scaling(work: Path, files: dict[str, str], n: int) -> None:
@@ -220,7 +246,8 @@ def bench_scaling(work: Path, files: dict[str, str], n: int) -> None:
     for label, (stats, wall) in results.items():
         w = stats["stage_wall_seconds"]
         print(f"  {label:16s} {wall:6.1f} s  speedup {one / wall:.2f}x   (minhash {w['minhash']:.1f}, "
-              f"lsh {w['lsh']:.1f}, clusters {w['clusters']:.1f}); {stats['near_duplicates']} near duplicates")
+              f"lsh {w['lsh']:.1f}, components {w['components']:.1f}, clusters {w['clusters']:.1f}); "
+              f"{stats['near_duplicates']} near duplicates")
     decisions = {label: (s["exact_duplicates"], s["near_duplicates"], s["clusters"]) for label, (s, _) in results.items()}
     print(f"  same decisions everywhere: {len(set(decisions.values())) == 1}")
 

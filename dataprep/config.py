@@ -128,9 +128,11 @@ class DedupConfig:
     # Survivor of a cluster: the highest value of this column (when a file has it), then the
     # smallest id. None: smallest id only.
     quality_column: Optional[str] = "quality_score"
-    # Peak memory of one partition task; more documents -> more partitions (spilled to disk).
+    # Memory of one task's data (above its Ray worker's ~210 MiB baseline): the partitioned stages
+    # (exact groups, LSH buckets, connected components) get as many partitions as this needs, so
+    # more documents -> more partitions spilled to disk, never a bigger task (docs/dedup.md).
     memory_budget_mb: float = 1024
-    # None: as many as the budget needs; a number: exactly that many.
+    # None: as many as the budget needs; a number: exactly that many, for every partitioned stage.
     partitions: Optional[int] = None
 
 

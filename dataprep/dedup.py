@@ -1,5 +1,5 @@
 """Duplicate detection, the pure parts: text digests, MinHash signatures, LSH bands, candidate
-pairs, connected components and the survivor rule. No files and no Ray here:
+pairs, the steps of distributed connected components and the survivor rule. No files and no Ray here:
 dataprep/dedup_stages.py runs these as tasks over files.
 
 Signatures follow datasketch's "affine32" scheme value for value: each shingle's 32-bit hash is
@@ -23,8 +23,6 @@ from typing import Iterator, Sequence
 import numpy as np
 import pyarrow as pa
 from datasketch import MinHash
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components as _components
 
 _WS = re.compile(r"\s+")
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -63,12 +61,32 @@ def _rolling(w: np.ndarray, n: int) -> np.ndarray:
     return h
 
 
+# In the table of _casefolded_chars: a character that casefolds to several (ß -> ss, and 103 more).
+_EXPANDS = np.uint32(0xFFFFFFFF)
+
+
 @cache
-def _word_chars() -> np.ndarray:
-    """A table over all code points: True where the character matches the regex \\w."""
-    every = "".join(map(chr, range(0x110000)))
-    kept = re.sub(r"\W", "\x00", every).encode("utf-32-le", "surrogatepass")
-    return np.frombuffer(kept, dtype=np.uint32) != 0
+def _casefolded_chars() -> np.ndarray:
+    """A table over all code points: the character's casefold where that is one character that
+    matches the regex \\w, 0 where it is one non-word character, _EXPANDS where it is several.
+    Casefolding maps each character on its own, so while no character expands, the table applied
+    to a text's code points gives those of text.casefold(), word characters nonzero."""
+    table = np.empty(0x110000, dtype=np.uint32)
+    for lo in range(0, len(table), 0x10000):  # a plane at a time: one string per code point is big
+        folds = [chr(c).casefold() for c in range(lo, lo + 0x10000)]
+        single = "".join(f if len(f) == 1 else "\x00" for f in folds)
+        kept = re.sub(r"\W", "\x00", single).encode("utf-32-le", "surrogatepass")
+        plane = table[lo:lo + 0x10000]
+        plane[:] = np.frombuffer(kept, dtype=np.uint32)
+        plane[[i for i, f in enumerate(folds) if len(f) > 1]] = _EXPANDS
+    return table
+
+
+def _casefolded_code_points(texts: Sequence[str]) -> np.ndarray:
+    """The texts' code points through _casefolded_chars, one space between texts (a non-word
+    character, so no word spans two texts)."""
+    joined = " ".join(texts).encode("utf-32-le", "surrogatepass")
+    return np.take(_casefolded_chars(), np.frombuffer(joined, dtype=np.uint32))
 
 
 def word_hashes(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -76,23 +94,26 @@ def word_hashes(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     the number of words of each text: the words of re.findall(r"\\w+", text.casefold()), found
     and hashed in numpy over code points rather than by the regex engine (3x faster).
     A word's hash is the sum mod 2^64 of fmix64(code point | position in word << 32)."""
-    folded = [t.casefold() for t in texts]
-    text_ends = np.cumsum([len(f) + 1 for f in folded])
-    # One space between texts: a non-word character, so no word spans two texts.
-    cp = np.frombuffer(" ".join(folded).encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
-    is_word = _word_chars()[cp]
-    edges = np.diff(is_word.view(np.int8), prepend=np.int8(0), append=np.int8(0))
+    cp = _casefolded_code_points(texts)
+    if cp.max(initial=0) == _EXPANDS:  # rare: Python casefolds these texts (it lengthens them)
+        texts = [t.casefold() for t in texts]
+        cp = _casefolded_code_points(texts)  # casefolding is idempotent: nothing expands now
+    text_ends = np.cumsum([len(t) + 1 for t in texts])
+    edges = np.diff((cp != 0).view(np.int8), prepend=np.int8(0), append=np.int8(0))
     starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
     counts = np.diff(np.searchsorted(starts, text_ends), prepend=0)
     if not len(starts):
         return np.zeros(0, dtype=np.uint64), counts
-    # Each character's offset in its word (meaningless outside words, which are zeroed).
-    word_of = np.cumsum(edges[:-1] == 1) - 1
-    offset = np.arange(len(cp), dtype=np.uint64) - starts[np.maximum(word_of, 0)].astype(np.uint64)
-    mixed = fmix64(cp.astype(np.uint64) | (offset << np.uint64(32)))
-    mixed[~is_word] = 0
+    # Each character's position in its word: a running count of characters, set back to 0 at
+    # each word's start. Outside words it runs on: no sum below covers those characters.
+    position = np.ones(len(cp), dtype=np.int64)
+    position[0] = 0
+    position[starts] -= np.diff(starts, prepend=0)
+    key = np.cumsum(position, out=position).view(np.uint64)
+    key <<= np.uint64(32)
+    key |= cp
     total = np.zeros(len(cp) + 1, dtype=np.uint64)
-    np.cumsum(mixed, out=total[1:])  # wraps mod 2^64, so differences are exact sums
+    np.cumsum(fmix64(key), out=total[1:])  # wraps mod 2^64, so differences are exact sums
     return total[ends] - total[starts], counts
 
 
@@ -155,12 +176,31 @@ def fmix64(h: np.ndarray) -> np.ndarray:
     return h ^ (h >> np.uint64(33))
 
 
+def _batches(texts: Sequence[str], chars: int) -> Iterator[tuple[int, int]]:
+    """Ranges [lo, hi) of consecutive texts, each of at least `chars` characters together but the
+    last."""
+    lo, total = 0, 0
+    for i, text in enumerate(texts):
+        total += len(text)
+        if total >= chars:
+            yield lo, i + 1
+            lo, total = i + 1, 0
+    if lo < len(texts):
+        yield lo, len(texts)
+
+
 class MinHasher:
     """MinHash signatures of word n-gram shingles, datasketch "affine32" values, vectorized."""
 
-    # At most this many shingles are permuted per numpy step (8192 x 128 uint32 = 4 MiB), so a
-    # very long text does not need a huge temporary.
-    BLOCK = 8192
+    # Texts are shingled about this many characters at a time: word hashing's per-character
+    # arrays then stay in the CPU cache (twice as fast as one step over a large batch).
+    CHUNK = 1 << 16
+    # Shingles are permuted at most BLOCK shingles by PERMS permutations per numpy step, in a
+    # PERMS x BLOCK uint32 buffer (1 MiB: cache-resident, whatever a text's length). Long rows
+    # keep numpy on its fast loops: on rows shorter than its ufunc buffer (np.getbufsize(), 8192)
+    # the multiply and add by a broadcast (a, b) column measured 2-3x slower.
+    BLOCK = 16384
+    PERMS = 16
 
     def __init__(self, num_perm: int = 128, seed: int = 1, ngram: int = 5, hashfunc: str = "wordhash"):
         if hashfunc not in SHINGLE_HASHES:
@@ -173,23 +213,32 @@ class MinHasher:
     def __call__(self, texts: Sequence[str]) -> np.ndarray:
         """One row of num_perm uint32 per text."""
         out = np.full((len(texts), self.num_perm), np.iinfo(np.uint32).max, dtype=np.uint32)
-        if not len(texts):
-            return out
-        hashes, counts = self._shingle_hashes(texts, self.ngram)
-        hashed = fmix32(hashes)
-        ends = np.cumsum(counts).tolist()
-        # One reused buffer: a fresh large array per text costs page faults.
-        buffer = np.empty((min(self.BLOCK, max(counts)), self.num_perm), dtype=np.uint32)
-        # One text at a time: min(axis=0) over a text's rows is numpy's fast path (np.minimum.reduceat
-        # over many texts at once measured 3x slower).
-        for i, (start, end) in enumerate(zip([0] + ends[:-1], ends)):
-            for lo in range(start, end, self.BLOCK):
-                block = hashed[lo:min(lo + self.BLOCK, end), None]
-                permuted = buffer[:len(block)]
-                np.multiply(block, self._a, out=permuted)  # uint32: wraps mod 2^32, as datasketch
-                permuted += self._b
-                np.minimum(out[i], permuted.min(axis=0), out=out[i])
+        # One reused buffer: a fresh array per step costs page faults.
+        buffer = np.empty((min(self.PERMS, self.num_perm), self.BLOCK), dtype=np.uint32)
+        for lo, hi in _batches(texts, self.CHUNK):
+            hashes, counts = self._shingle_hashes(texts[lo:hi], self.ngram)
+            self._lower(out[lo:hi], fmix32(hashes), counts, buffer)
         return out
+
+    def _lower(self, out: np.ndarray, hashed: np.ndarray, counts: np.ndarray, buffer: np.ndarray) -> None:
+        """Lower each text's row of `out` to the minima of its shingles' permuted hashes: `hashed`
+        holds the texts' shingle hashes in order, counts[i] (at least 1) of text i."""
+        first = np.cumsum(counts) - counts  # each text's first shingle
+        for lo in range(0, len(hashed), self.BLOCK):
+            hi = min(lo + self.BLOCK, len(hashed))
+            # Texts t0 .. t1 - 1 have shingles in [lo, hi); each one's first shingle in the block
+            # (0 for one begun in an earlier block).
+            t0, t1 = np.searchsorted(first, lo, side="right") - 1, np.searchsorted(first, hi)
+            segments = np.maximum(first[t0:t1] - lo, 0)
+            for p in range(0, self.num_perm, self.PERMS):
+                q = min(p + self.PERMS, self.num_perm)
+                # One row per permutation, so that each text's minimum is a reduceat along rows;
+                # uint32 arithmetic wraps mod 2^32, as datasketch's.
+                permuted = buffer[:q - p, :hi - lo]
+                np.multiply(self._a[p:q, None], hashed[lo:hi], out=permuted)
+                permuted += self._b[p:q, None]
+                lowest = np.minimum.reduceat(permuted, segments, axis=1).T
+                np.minimum(out[t0:t1, p:q], lowest, out=out[t0:t1, p:q])
 
 
 def lsh_params(threshold: float, num_perm: int, weights: tuple[float, float] = (0.5, 0.5)) -> tuple[int, int]:
@@ -262,13 +311,43 @@ def estimated_jaccard(sig_a: np.ndarray, sig_b: np.ndarray) -> np.ndarray:
     return (sig_a == sig_b).mean(axis=1)
 
 
-def connected_components(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The nodes of the edges (a[i], b[i]), sorted, and a component label for each."""
-    nodes = np.unique(np.concatenate([a, b]))
-    ia, ib = np.searchsorted(nodes, a), np.searchsorted(nodes, b)
-    graph = coo_matrix((np.ones(len(a), dtype=np.int8), (ia, ib)), shape=(len(nodes), len(nodes)))
-    _, labels = _components(graph, directed=False)
-    return nodes, labels
+def _neighbourhoods(node: np.ndarray, nbr: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The records (node, nbr) sorted by node then nbr, repeats dropped, and where each node's run
+    starts: its first record holds its smallest neighbour."""
+    order = np.lexsort((nbr, node))
+    node, nbr = node[order], nbr[order]
+    del order
+    keep = np.ones(len(node), dtype=bool)
+    keep[1:] = (node[1:] != node[:-1]) | (nbr[1:] != nbr[:-1])
+    node, nbr = node[keep], nbr[keep]
+    starts = np.flatnonzero(np.r_[True, node[1:] != node[:-1]]) if len(node) else np.zeros(0, dtype=np.int64)
+    return node, nbr, starts
+
+
+def large_star(node: np.ndarray, nbr: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """One large-star step of the alternating connected-components algorithm (Kiveris et al.,
+    "Connected Components in MapReduce and Beyond", 2014) over the records of some nodes, each
+    edge given once from each end (node, nbr): every node's larger neighbours are re-attached to
+    the smallest of the node and its neighbours. Returns the new edges (v, m), v > m, and how many
+    of them differ from the edge they replace (0 everywhere: the step changed nothing)."""
+    node, nbr, starts = _neighbourhoods(node, nbr)
+    smallest = np.repeat(np.minimum(node[starts], nbr[starts]), np.diff(np.r_[starts, len(node)]))
+    larger = nbr > node
+    changed = int(np.count_nonzero(larger & (smallest != node)))
+    return nbr[larger], smallest[larger], changed
+
+
+def small_star(node: np.ndarray, nbr: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """One small-star step over the records of some nodes, each edge given once, from its larger
+    end (node > nbr): a node and its smaller neighbours are all attached to the smallest of them.
+    Returns the new edges (v, m), v > m, and how many nodes had two or more smaller neighbours
+    (0 everywhere: the step changed nothing)."""
+    node, nbr, starts = _neighbourhoods(node, nbr)
+    sizes = np.diff(np.r_[starts, len(node)])
+    smallest = np.repeat(nbr[starts], sizes)
+    moved = nbr != smallest
+    return (np.concatenate([nbr[moved], node[starts]]), np.concatenate([smallest[moved], nbr[starts]]),
+            int(np.count_nonzero(sizes > 1)))
 
 
 def choose_survivors(groups: dict[str, np.ndarray], ids: pa.Array, quality: pa.Array) -> np.ndarray:

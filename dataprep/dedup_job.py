@@ -33,7 +33,7 @@ from omegaconf import MISSING, OmegaConf
 
 from dataprep.config import DedupConfig, RayConfig
 from dataprep.dedup_stages import Deduplicator
-from dataprep.documents import write_table
+from dataprep.documents import DOCUMENT_ROW_GROUP, write_table
 from dataprep.tasks import TaskRunner, console_logging, ray_session, write_json
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
@@ -63,7 +63,7 @@ def jsonl_to_parquet_task(path: str, out: str) -> dict:
     table = pa.Table.from_struct_array(pa.array(rows)) if rows else pa.table({"id": pa.array([], pa.string()),
                                                                               "text": pa.array([], pa.string())})
     _check_columns(path, table.schema)
-    write_table(table, out)
+    write_table(table, out, DOCUMENT_ROW_GROUP, use_dictionary=False)
     return {"docs_in": len(table), "seconds": time.perf_counter() - t0}
 
 

@@ -14,6 +14,7 @@ from typing import Iterable, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+
 SCHEMA = pa.schema(
     [
         ("id", pa.string()),
@@ -29,6 +30,12 @@ SCHEMA = pa.schema(
     ]
 )
 COLUMNS = SCHEMA.names
+# Documents files are written in row groups of this many documents: readers (the dedup stages'
+# per-file tasks) hold one row group at a time, several times its size while decoding it.
+DOCUMENT_ROW_GROUP = 1024
+# Columns of few distinct values, dictionary-encoded. Dictionary pages for the others (text, ids,
+# urls) gain nothing, and cost about 20 MiB a writer and more memory to read back.
+DICTIONARY_COLUMNS = ["source", "date", "drop_reason", "lang"]
 
 
 def new_document(id: str, text: str, url: str = "", source: str = "", date: str = "") -> dict:
@@ -37,20 +44,57 @@ def new_document(id: str, text: str, url: str = "", source: str = "", date: str 
             "quality_score": None}
 
 
-def write_table(table: pa.Table, path: str | Path, row_group_size: int | None = None) -> None:
-    """Write a Parquet file atomically: a temporary name, then rename (a crash never leaves a
-    half-written file that a rerun would take for a finished one)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp, row_group_size=row_group_size, compression="zstd")
-    os.replace(tmp, path)
+class TableWriter:
+    """A Parquet file written table by table, atomically: under a temporary name, renamed when
+    the `with` block ends without an error (a crash never leaves a half-written file that a rerun
+    would take for a finished one). A file with no rows is still written, with its schema.
+    use_dictionary: True, False, or the columns to dictionary-encode; not those of mostly distinct
+    values (hashes, ids, texts): Parquet's dictionary builder holds about 20 MiB a writer for
+    them, and gains nothing."""
+
+    def __init__(self, path: str | Path, schema: pa.Schema, row_group_size: int | None = None,
+                 use_dictionary: bool | list[str] = True):
+        self.path, self.schema, self.row_group_size = Path(path), schema, row_group_size
+        self.use_dictionary = use_dictionary
+        self.tmp = self.path.with_name(self.path.name + ".tmp")
+        self.rows = 0
+
+    def __enter__(self) -> "TableWriter":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._writer = pq.ParquetWriter(self.tmp, self.schema, compression="zstd", use_dictionary=self.use_dictionary)
+        return self
+
+    def write(self, table: pa.Table) -> None:
+        if len(table):
+            self._writer.write_table(table, row_group_size=self.row_group_size)
+            self.rows += len(table)
+
+    def __exit__(self, kind, error, traceback) -> None:
+        self._writer.close()
+        if kind is None:
+            os.replace(self.tmp, self.path)
+        else:
+            self.tmp.unlink(missing_ok=True)
+
+
+def open_parquet(path: str | Path) -> pq.ParquetFile:
+    """A Parquet file to read a row group or batch at a time. pre_buffer off: with it on (the
+    default in pyarrow 26), reading a file batch by batch buffered the whole file's column chunks
+    (measured: +83 MiB for a 125 MB file of 49 row groups, against +19 MiB without)."""
+    return pq.ParquetFile(path, pre_buffer=False)
+
+
+def write_table(table: pa.Table, path: str | Path, row_group_size: int | None = None,
+                use_dictionary: bool | list[str] = True) -> None:
+    """Write a Parquet file atomically (see TableWriter)."""
+    with TableWriter(path, table.schema, row_group_size, use_dictionary) as writer:
+        writer.write(table)
 
 
 def write_documents(path: str | Path, docs: Iterable[dict]) -> int:
     """Write `docs` to `path` atomically; returns the count."""
     rows = [{c: d.get(c) for c in COLUMNS} for d in docs]
-    write_table(pa.Table.from_pylist(rows, schema=SCHEMA), path)
+    write_table(pa.Table.from_pylist(rows, schema=SCHEMA), path, DOCUMENT_ROW_GROUP, DICTIONARY_COLUMNS)
     return len(rows)
 
 

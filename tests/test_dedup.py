@@ -16,11 +16,13 @@ import pytest
 import ray
 from datasketch import MinHash
 from datasketch.lsh import _optimal_param
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components as connected_components_scipy
 
 from conftest import SHARED_DATA, run_module
 from dataprep import dedup
 from dataprep.config import DedupConfig
-from dataprep.dedup_stages import BAND_RECORD_BYTES, Deduplicator
+from dataprep.dedup_stages import BAND_RECORD_BYTES, Deduplicator, connected_components
 
 WORD = re.compile(r"\w+")
 NGRAM = 5
@@ -189,15 +191,44 @@ def test_lsh_params_equal_datasketch():
         assert dedup.lsh_params(threshold, num_perm, weights) == expected, (threshold, num_perm, weights)
 
 
-def test_bucket_pairs_and_components():
+def test_bucket_pairs():
     keys = np.array([7, 3, 7, 9, 3, 7, 5], dtype=np.uint64)
     docs = np.array([40, 11, 12, 13, 10, 41, 14], dtype=np.uint64)
     # bucket 7: {12, 40, 41} -> (12, 40), (12, 41); bucket 3: {10, 11} -> (10, 11)
     assert dedup.bucket_pairs(keys.copy(), docs.copy()).tolist() == [[10, 11], [12, 40], [12, 41]]
     assert dedup.bucket_pairs(keys[:2].copy(), docs[:2].copy()).shape == (0, 2)
-    nodes, labels = dedup.connected_components(np.array([1, 5, 2], np.uint64), np.array([2, 6, 3], np.uint64))
-    assert nodes.tolist() == [1, 2, 3, 5, 6]
-    assert labels[0] == labels[1] == labels[2] != labels[3] == labels[4]
+
+
+def test_distributed_components_equal_scipys(tmp_path, ray_local):
+    """Large-star / small-star over 3 node partitions, from 2 edge files that share edges, ends in
+    one star per component of scipy's connected components, centred on the component's smallest
+    document: a long path in shuffled order (the most rounds), a big star, and a sparse random
+    graph of many small components."""
+    rng = np.random.default_rng(0)
+    names = rng.choice(2**40, size=1000, replace=False).astype(np.uint64) << np.uint64(8)  # like file << 32 | row
+    path = rng.permutation(300)
+    a = [path[:-1], np.full(150, 300), 451 + rng.integers(0, 549, 400)]
+    b = [path[1:], 301 + np.arange(150), 451 + rng.integers(0, 549, 400)]
+    a, b = np.concatenate(a), np.concatenate(b)
+    a, b = a[a != b], b[a != b]
+    lo, hi = np.minimum(names[a], names[b]), np.maximum(names[a], names[b])  # as the lsh stage writes them
+    files = {}
+    for i, rows in enumerate((slice(0, 700), slice(500, None))):  # edges 500..699 in both
+        files[f"e{i}"] = str(tmp_path / f"e{i}.parquet")
+        pq.write_table(pa.table({"a": lo[rows], "b": hi[rows]}), files[f"e{i}"])
+    result = connected_components(files, tmp_path / "components", 3)
+
+    n, labels = connected_components_scipy(coo_matrix((np.ones(len(a)), (a, b)), shape=(1000, 1000)), directed=False)
+    linked = np.unique(np.concatenate([a, b]))
+    smallest = {label: names[linked[labels[linked] == label]].min() for label in np.unique(labels[linked])}
+    expected = {int(names[v]): int(smallest[labels[v]]) for v in linked if names[v] != smallest[labels[v]]}
+    stars = pa.concat_tables(pq.read_table(p) for d in result["parts"] for p in result["last_step"](d))
+    node, nbr = stars["node"].to_numpy(), stars["nbr"].to_numpy()
+    # Each star edge once from each end; every non-centre document joined to its centre alone.
+    assert sorted(zip(node[node > nbr].tolist(), nbr[node > nbr].tolist())) == sorted(expected.items())
+    assert sorted(zip(nbr[node < nbr].tolist(), node[node < nbr].tolist())) == sorted(expected.items())
+    assert result["edges"] == len(set(zip(lo.tolist(), hi.tolist())))
+    assert len(result["parts"]) == 3 and 2 <= result["rounds"] <= 20
 
 
 def test_survivor_is_highest_quality_then_smallest_id():
@@ -337,6 +368,25 @@ def test_rerun_redoes_only_deleted_tasks_and_ends_identical(tmp_path, ray_local)
 
     with pytest.raises(ValueError, match="threshold"):  # other settings never mix with these files
         Deduplicator(DedupConfig(memory_budget_mb=budget / 2**20, threshold=0.7), work).plan(list(docs.values()))
+
+
+def test_partitions_and_budget_never_change_decisions(tmp_path, ray_local):
+    """One partition with the default budget; a budget so small that the per-file tasks write
+    every batch through and the lsh stage needs 3 partitions; 4 partitions everywhere, the
+    connected components included: the same survivors, and the same kept documents in order."""
+    docs = small_corpus(tmp_path / "in")
+    runs = {"default": DedupConfig(), "tiny budget": DedupConfig(memory_budget_mb=32 * 1024 / 2**20),
+            "4 partitions": DedupConfig(partitions=4)}
+    stats, kept, dropped = {}, {}, {}
+    for name, cfg in runs.items():
+        stats[name] = run_dedup(tmp_path / name, docs, cfg)
+        dropped[name] = survivors(tmp_path / name / "out")
+        kept[name] = [pq.read_table(tmp_path / name / "out" / f"{n}.parquet").to_pylist() for n in docs]
+    assert [(s["partitions"], s["component_partitions"]) for s in stats.values()] == [(1, 1), (3, 1), (4, 4)]
+    assert len(dropped["default"]) == stats["default"]["exact_duplicates"] + stats["default"]["near_duplicates"] >= 36
+    for name in runs:
+        assert dropped[name] == dropped["default"], name
+        assert kept[name] == kept["default"], name
 
 
 def test_bad_settings_stop_before_work(tmp_path):
