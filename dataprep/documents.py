@@ -80,7 +80,8 @@ class TableWriter:
 def open_parquet(path: str | Path) -> pq.ParquetFile:
     """A Parquet file to read a row group or batch at a time. pre_buffer off: with it on (the
     default in pyarrow 26), reading a file batch by batch buffered the whole file's column chunks
-    (measured: +83 MiB for a 125 MB file of 49 row groups, against +19 MiB without)."""
+    (measured on 50,000 documents in 49 row groups, 72 MB: Arrow's peak allocation 83 MiB, against
+    19 MiB without)."""
     return pq.ParquetFile(path, pre_buffer=False)
 
 
