@@ -18,7 +18,8 @@ scaling over Ray workers and nodes.
    simulated 2-node ray.cluster_utils.Cluster (1 CPU per node).
 
 Run from the repository root:
-  python bench/bench_dedup.py [--docs 100000 1000000] [--budget-mb 64] [--scaling-docs 100000]
+  python bench/bench_dedup.py [--docs 100000 1000000] [--budget-mb 128] [--partitions P]
+                              [--scaling-docs 100000]
 """
 from __future__ import annotations
 
@@ -184,8 +185,8 @@ SIZES = {"exact_hash": ("docs_in", None), "exact_groups": ("docs_in", EXACT_RECO
          "small-star": ("records", COMPONENT_EDGE_BYTES), "clusters": ("docs_in", None), "filter": ("docs_in", None)}
 
 
-def bench_scale(work: Path, files: dict[str, str], n: int, budget_mb: float) -> None:
-    cfg = DedupConfig(memory_budget_mb=budget_mb)
+def bench_scale(work: Path, files: dict[str, str], n: int, budget_mb: float, partitions: int | None) -> None:
+    cfg = DedupConfig(memory_budget_mb=budget_mb, partitions=partitions)
     RecordingRunner.stages.clear()
     dedup_stages.TaskRunner = RecordingRunner  # the stages look it up in their module
     try:
@@ -195,7 +196,8 @@ def bench_scale(work: Path, files: dict[str, str], n: int, budget_mb: float) -> 
     w = stats["stage_wall_seconds"]
     lsh_time = w["lsh"] + w["components"] + w["clusters"]
     print(f"\n== scale: {n} documents built from the real ones by repetition and perturbation, "
-          f"{len(files)} files, 2 Ray workers, budget {budget_mb:g} MiB per task")
+          f"{len(files)} files, 2 Ray workers, budget {budget_mb:g} MiB per task, "
+          f"partitions {partitions or 'from the budget'}")
     print(f"  plan: {stats['partitions']} partitions, {stats['bands']} bands x {stats['rows']} rows; "
           f"{stats['exact_duplicates']} exact and {stats['near_duplicates']} near duplicates, "
           f"{stats['clusters']} clusters (largest {stats['largest_cluster']}), "
@@ -257,7 +259,9 @@ def main() -> None:
     ap.add_argument("--data-root", type=Path, default=DEFAULT_ROOT)
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/bench_dedup"))
     ap.add_argument("--docs", type=int, nargs="*", default=[100_000])
-    ap.add_argument("--budget-mb", type=float, default=64)
+    ap.add_argument("--budget-mb", type=float, default=128)
+    ap.add_argument("--partitions", type=int, default=None,
+                    help="dedup.partitions for the --docs runs (every partitioned stage); default: from the budget")
     ap.add_argument("--scaling-docs", type=int, default=100_000, help="0: skip the scaling runs")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -269,7 +273,7 @@ def main() -> None:
         for n in sorted(set(args.docs + ([args.scaling_docs] if args.scaling_docs else []))):
             corpora[n] = make_corpus(args.workdir / f"corpus_{n}", docs, n)
         for n in args.docs:
-            bench_scale(args.workdir / f"scale_{n}", corpora[n], n, args.budget_mb)
+            bench_scale(args.workdir / f"scale_{n}", corpora[n], n, args.budget_mb, args.partitions)
     finally:
         ray.shutdown()
     if args.scaling_docs:

@@ -1,6 +1,8 @@
 """Dedup, measured on real documents: signatures equal datasketch's, LSH bands x rows as
-datasketch picks them, recall and false merges on near-duplicates of known Jaccard similarity,
-collision rates against 1 - (1 - s^r)^b, resumable stages, the standalone command."""
+datasketch picks them, connected components over node partitions equal scipy's, recall and
+false merges on near-duplicates of known Jaccard similarity, collision rates against
+1 - (1 - s^r)^b, resumable stages whose decisions no partitioning changes, the standalone
+command."""
 
 import gzip
 import json
