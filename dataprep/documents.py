@@ -14,7 +14,6 @@ from typing import Iterable, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-
 SCHEMA = pa.schema(
     [
         ("id", pa.string()),
