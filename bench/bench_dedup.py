@@ -45,7 +45,6 @@ from ray.cluster_utils import Cluster
 
 from dataprep import dedup
 from dataprep.config import DedupConfig
-from dataprep import dedup_stages
 from dataprep.dedup_stages import BAND_RECORD_BYTES, COMPONENT_EDGE_BYTES, EXACT_RECORD_BYTES, Deduplicator
 from dataprep.documents import DOCUMENT_ROW_GROUP, write_table
 from dataprep.tasks import WORKER_ENV, TaskRunner, arrow_worker_memory
@@ -127,10 +126,11 @@ def make_corpus(folder: Path, docs: list[str], n: int) -> dict[str, str]:
     return {name: args[0] for name, args in tasks.items()}
 
 
-def run_dedup(work: Path, files: dict[str, str], cfg: DedupConfig) -> tuple[dict, float]:
+def run_dedup(work: Path, files: dict[str, str], cfg: DedupConfig,
+              runner: type[TaskRunner] = TaskRunner) -> tuple[dict, float]:
     shutil.rmtree(work, ignore_errors=True)
     t0 = time.perf_counter()
-    stats = Deduplicator(cfg, work / "work").run(
+    stats = Deduplicator(cfg, work / "work", runner).run(
         files, {n: str(work / "out" / f"{n}.parquet") for n in files},
         {n: str(work / "out" / "dropped" / f"{n}.parquet") for n in files})
     return stats, time.perf_counter() - t0
@@ -188,11 +188,7 @@ SIZES = {"exact_hash": ("docs_in", None), "exact_groups": ("docs_in", EXACT_RECO
 def bench_scale(work: Path, files: dict[str, str], n: int, budget_mb: float, partitions: int | None) -> None:
     cfg = DedupConfig(memory_budget_mb=budget_mb, partitions=partitions)
     RecordingRunner.stages.clear()
-    dedup_stages.TaskRunner = RecordingRunner  # the stages look it up in their module
-    try:
-        stats, wall = run_dedup(work, files, cfg)
-    finally:
-        dedup_stages.TaskRunner = TaskRunner
+    stats, wall = run_dedup(work, files, cfg, RecordingRunner)
     w = stats["stage_wall_seconds"]
     lsh_time = w["lsh"] + w["components"] + w["clusters"]
     print(f"\n== scale: {n} documents built from the real ones by repetition and perturbation, "

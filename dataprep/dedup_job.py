@@ -33,7 +33,7 @@ from omegaconf import MISSING, OmegaConf
 
 from dataprep.config import DedupConfig, RayConfig
 from dataprep.dedup_stages import Deduplicator
-from dataprep.documents import DOCUMENT_ROW_GROUP, write_table
+from dataprep.documents import DOCUMENT_ROW_GROUP, open_parquet, write_table
 from dataprep.tasks import TaskRunner, console_logging, ray_session, write_json
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
@@ -101,7 +101,7 @@ def run(cfg: DedupJobConfig) -> dict:
     tmp = out / "kept_ids.txt.tmp"
     with open(tmp, "w", encoding="utf-8") as f:
         for n in names:
-            for batch in pq.ParquetFile(kept[n]).iter_batches(columns=["id"]):
+            for batch in open_parquet(kept[n]).iter_batches(columns=["id"]):
                 f.writelines(f"{i}\n" for i in pc.cast(batch.column(0), pa.string()).to_pylist())
     os.replace(tmp, out / "kept_ids.txt")
     summary = {"stages": {"dedup": stats}, "input_files": [str(p) for p in files],

@@ -145,11 +145,6 @@ class PartitionedWriter:
         self._files.__exit__(kind, error, traceback)
 
 
-def _write_partitioned(table: pa.Table, part: np.ndarray, paths: list[str]) -> None:
-    with PartitionedWriter(paths, table.schema) as out:
-        out.write(table, part)
-
-
 def write_buffer_bytes(cfg: DedupConfig) -> int:
     """What a per-file task buffers before writing: a quarter of the memory budget."""
     return int(cfg.memory_budget_mb * 2**20 / 4)
@@ -305,10 +300,11 @@ def _verified(pairs: np.ndarray, sig_paths: list[str], cfg: DedupConfig) -> np.n
 def _read_columns(paths: list[str], names: tuple[str, ...]) -> list[np.ndarray]:
     """The uint64 columns `names` of Parquet files, concatenated. Filled batch by batch into arrays
     of the final size, so that few Arrow buffers exist next to them."""
-    n = sum(open_parquet(p).metadata.num_rows for p in paths)
+    files = [open_parquet(p) for p in paths]
+    n = sum(f.metadata.num_rows for f in files)
     columns, at = [np.empty(n, dtype=np.uint64) for _ in names], 0
-    for path in paths:
-        for batch in open_parquet(path).iter_batches(batch_size=READ_BATCH, columns=list(names), use_threads=False):
+    for f in files:
+        for batch in f.iter_batches(batch_size=READ_BATCH, columns=list(names), use_threads=False):
             for column, name in zip(columns, names):
                 column[at:at + len(batch)] = batch.column(name).to_numpy()
             at += len(batch)
@@ -338,8 +334,9 @@ def candidates_task(band_paths: list[str], sig_paths: list[str], out: str, cfg: 
 
 def _write_records(node: np.ndarray, nbr: np.ndarray, outs: list[str]) -> None:
     """Records (node, nbr), each to the file of its node's partition."""
-    part = (dedup.fmix64(node) % np.uint64(len(outs))).astype(np.int64)
-    _write_partitioned(pa.table({"node": node, "nbr": nbr}), part, outs)
+    table = pa.table({"node": node, "nbr": nbr})
+    with PartitionedWriter(outs, table.schema) as out:
+        out.write(table, (dedup.fmix64(node) % np.uint64(len(outs))).astype(np.int64))
 
 
 def _both_ways(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -379,7 +376,7 @@ def clusters_task(in_paths: list[str], sig_paths: list[str], out: str) -> dict:
     centre = node < nbr
     member, label = nbr[centre], node[centre]  # each member is in one star: the edges are stars
     del node, nbr, centre
-    centres = np.unique(label)
+    centres, leaves = np.unique(label, return_counts=True)
     nodes, labels = np.concatenate([centres, member]), np.concatenate([centres, label])
     order = np.argsort(nodes)
     nodes, labels = nodes[order], labels[order]
@@ -390,9 +387,8 @@ def clusters_task(in_paths: list[str], sig_paths: list[str], out: str) -> dict:
         dup = np.flatnonzero(survivor != np.arange(len(nodes)))
         decisions = _decisions(nodes[dup], "near_duplicate", meta["id"].take(survivor[dup]))  # nodes are sorted
     write_table(decisions, out, DECISION_ROW_GROUP, use_dictionary=False)
-    sizes = np.unique(label, return_counts=True)[1] + 1
     return {"docs_in": len(nodes), "near_duplicates": len(decisions), "clusters": len(centres),
-            "largest_cluster": int(sizes.max(initial=0)), "seconds": time.perf_counter() - t0}
+            "largest_cluster": int(leaves.max(initial=-1)) + 1, "seconds": time.perf_counter() - t0}
 
 
 def _with_column(table: pa.Table, name: str, values: pa.Array) -> pa.Table:
@@ -469,7 +465,8 @@ class Deduplicator:
     """Exact, then fuzzy deduplication of Parquet document files (columns id, text, and
     optionally cfg.quality_column), run as Ray stages over files in work_dir."""
 
-    def __init__(self, cfg: DedupConfig, work_dir: str | Path):
+    def __init__(self, cfg: DedupConfig, work_dir: str | Path, runner: type[TaskRunner] = TaskRunner):
+        """runner runs each stage's tasks (a TaskRunner, or a subclass that also records them)."""
         if cfg.hashfunc not in dedup.SHINGLE_HASHES:
             raise ValueError(f"dedup.hashfunc={cfg.hashfunc!r}: choose one of {sorted(dedup.SHINGLE_HASHES)}")
         if (cfg.bands is None) != (cfg.rows is None):
@@ -478,7 +475,7 @@ class Deduplicator:
             raise ValueError(f"dedup.bands * dedup.rows = {cfg.bands * cfg.rows} > dedup.num_perm = {cfg.num_perm}")
         if not 0 < cfg.threshold < 1:
             raise ValueError(f"dedup.threshold={cfg.threshold}: must be in (0, 1)")
-        self.cfg = cfg
+        self.cfg, self.runner = cfg, runner
         self.work = Path(work_dir)
         self.bands, self.rows = ((cfg.bands, cfg.rows) if cfg.bands is not None else
                                  dedup.lsh_params(cfg.threshold, cfg.num_perm, (cfg.fp_weight, cfg.fn_weight)))
@@ -516,7 +513,7 @@ class Deduplicator:
 
         def stage(name: str, stage_dir: Path, fn, tasks: dict[str, tuple], timed_as: str | None = None) -> dict[str, dict]:
             t0 = time.perf_counter()
-            results[name] = TaskRunner(name, stage_dir).run(fn, tasks)
+            results[name] = self.runner(name, stage_dir).run(fn, tasks)
             wall[timed_as or name] = round(wall.get(timed_as or name, 0.0) + time.perf_counter() - t0, 3)
             return results[name]
 

@@ -99,6 +99,6 @@ def write_documents(path: str | Path, docs: Iterable[dict]) -> int:
 
 
 def read_documents(path: str | Path, columns: list[str] | None = None) -> Iterator[dict]:
-    pf = pq.ParquetFile(path)
+    pf = open_parquet(path)
     for batch in pf.iter_batches(batch_size=1024, columns=columns):
         yield from batch.to_pylist()

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from dataprep import documents
 from dataprep.config import MixtureConfig, MixtureSourceConfig
@@ -177,7 +176,7 @@ def read_source_file(path: Path, name: str, s: MixtureSourceConfig) -> Iterator[
                     yield doc(i, _field(row, s.text_field), _field(row, s.id_field), _field(row, s.url_field))
     elif s.kind == "parquet":
         i = 0
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
+        for batch in documents.open_parquet(path).iter_batches(batch_size=1024):
             for row in batch.to_pylist():
                 yield doc(i, _field(row, s.text_field), _field(row, s.id_field), _field(row, s.url_field))
                 i += 1

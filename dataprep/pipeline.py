@@ -8,7 +8,7 @@ small outputs.
 output_dir/
   extract/<task>.parquet, extract/dropped/<task>.parquet      documents after extract, language id, filters
   quality/model.safetensors, quality/<task>.parquet (+dropped) the quality classifier; scored, selected documents
-  dedup/exact, signatures, bands, edges, clusters/             dedup stages (dataprep/dedup_stages.py)
+  dedup/exact, signatures, bands, edges, components, clusters/ dedup stages (dataprep/dedup_stages.py)
   dedup/<task>.parquet, dedup/dropped/<task>.parquet          documents after dedup (the crawl)
   sources/<source>/<task>.parquet                             documents of the other sources
   tokenize/<source>/<task>_00000.bin/.idx, <task>.parquet     tokens per document (+ id, url)
@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from dataprep import documents, extract, filters, ingest, langid, mixture, quality, tokenize
@@ -200,12 +201,12 @@ def tokenize_task(docs_path: str, tokenizer_path: str, eod_token: str, out_dir: 
     n_bytes = 0
     # One file of unbounded size: the task's documents in input order, streamed in batches.
     with ShardWriter(out_dir, task, dtype_for_vocab(tok.get_vocab_size()), shard_tokens=1 << 62) as writer:
-        batches = pq.ParquetFile(docs_path).iter_batches(batch_size=ENCODE_BATCH,
-                                                         columns=["id", "url", "source", "text"])
+        batches = documents.open_parquet(docs_path).iter_batches(batch_size=ENCODE_BATCH,
+                                                                 columns=["id", "url", "source", "text"])
         for batch in batches:
             rows = batch.to_pylist()
             texts = [r["text"] for r in rows]
-            n_bytes += sum(len(t.encode("utf-8")) for t in texts)
+            n_bytes += pc.sum(pc.binary_length(batch.column("text"))).as_py() or 0
             for r, ids in zip(rows, tokenize.encode_documents(tok, texts, eod)):
                 writer.add_document(np.asarray(ids, dtype=np.int64))
                 for key in ("id", "url", "source"):
