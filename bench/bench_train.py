@@ -50,14 +50,15 @@ def one_rank(cfg, steps: int, warmup: int) -> tuple[list[float], list[float], fl
 
     import torch
 
-    from pretrain import engine as ds
+    from pretrain import engine as deepspeed_engine
     from pretrain.data import BatchLayout, PackedSamples, TokenStream
+    from pretrain.loader import MicroBatch
     from pretrain.model import GPT
     from pretrain.train import resolve_model, train_step
 
     os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1")
     cfg = replace(cfg, zero=replace(cfg.zero, stage=0))
-    ds.init_distributed(cfg)
+    deepspeed_engine.init_distributed(cfg)
     stream = TokenStream(cfg.data.manifest)
     mcfg = resolve_model(cfg, stream.vocab_size)
     data = PackedSamples(stream, mcfg.seq_len, cfg.data.seed, "train", cfg.data.val_fraction)
@@ -66,10 +67,10 @@ def one_rank(cfg, steps: int, warmup: int) -> tuple[list[float], list[float], fl
 
     torch.manual_seed(cfg.train.seed)
     model = GPT(mcfg)
-    opt = torch.optim.AdamW(ds.param_groups(model, o.weight_decay), lr=o.lr, betas=tuple(o.betas), eps=o.eps)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, ds.lr_lambda(cfg))
+    opt = torch.optim.AdamW(deepspeed_engine.param_groups(model, o.weight_decay), lr=o.lr, betas=tuple(o.betas), eps=o.eps)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, deepspeed_engine.lr_lambda(cfg))
     torch.manual_seed(cfg.train.seed)
-    engine = ds.build_engine(GPT(mcfg), cfg, 1)
+    engine = deepspeed_engine.build_engine(GPT(mcfg), cfg, 1)
 
     def plain_step(step: int) -> float:
         for micro in range(layout.grad_accum_steps):
@@ -82,17 +83,23 @@ def one_rank(cfg, steps: int, warmup: int) -> tuple[list[float], list[float], fl
         opt.zero_grad(set_to_none=True)
         return float(loss.detach())
 
+    def batches(step: int):
+        for micro in range(layout.grad_accum_steps):
+            indices = layout.indices(step, micro, 0)
+            yield MicroBatch(step, micro, indices, *data.batch(indices))
+
     plain, ours, diff = [], [], 0.0
     for step in range(steps):
         t0, c0 = time.perf_counter(), time.process_time()
         a = plain_step(step)
         t1, c1 = time.perf_counter(), time.process_time()
-        b, _ = train_step(engine, data, layout, step, 0)
+        loss, _ = train_step(engine, batches(step), layout.grad_accum_steps, torch.device("cpu"))
+        b = float(loss)  # the plain loop reads its loss too
         t2, c2 = time.perf_counter(), time.process_time()
         plain.append((t1 - t0, c1 - c0))
         ours.append((t2 - t1, c2 - c1))
         diff = max(diff, abs(a - b))
-    ds.shutdown()
+    deepspeed_engine.shutdown()
     return plain[warmup:], ours[warmup:], diff
 
 

@@ -50,8 +50,8 @@ LAUNCHERS = {"local": "launch.local", "torchrun": "launch.torchrun", "hostfile":
 
 @hydra.main(version_base=None, config_path=CONF_DIR, config_name="pretrain")
 def main(cfg) -> None:
-    config: PretrainConfig = OmegaConf.to_object(cfg)
-    try:  # resume=<run_dir>: that run's saved config, the command line's overrides on top
+    try:  # the schema's value checks; resume=<run_dir>: that run's config, overrides on top
+        config: PretrainConfig = OmegaConf.to_object(cfg)
         config = resume.apply(config, list(HydraConfig.get().overrides.task))
     except ValueError as e:
         sys.exit(f"launch: {e}")

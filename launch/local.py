@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from launch.plan import LaunchError, Plan, command_plan, rank_overrides, this_machine_env
-from launch.ports import free_port
+from pretrain.comm import free_port
 from pretrain.config import PretrainConfig
 
 

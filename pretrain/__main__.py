@@ -19,10 +19,13 @@ def main(cfg) -> None:
     from pretrain import resume
     from pretrain.train import run
 
-    config = OmegaConf.to_object(cfg)
     try:
+        config = OmegaConf.to_object(cfg)  # the schema's value checks run here
         # resume=<run_dir>: that run's saved config, the command line's overrides on top.
         config = resume.apply(config, list(HydraConfig.get().overrides.task))
+    except ValueError as e:  # a bad value, or a change that would break exact continuation
+        sys.exit(f"pretrain: {e}")
+    try:
         run(config)
     except resume.ContinuationError as e:
         sys.exit(f"pretrain: {e}")

@@ -156,14 +156,14 @@ class Checkpointer:
     def prepare_universal(self, directory: Path, tag: str) -> None:
         """All ranks: make sure `directory/tag/universal` exists (rank 0 converts it once,
         atomically), so that another world size or ZeRO stage can load the checkpoint."""
-        from pretrain import engine as ds
+        from pretrain import engine as deepspeed_engine
 
         final = Path(directory) / tag / UNIVERSAL
         if self.rank == 0 and not final.is_dir():
             tmp = final.with_name(TMP_PREFIX + UNIVERSAL)
             shutil.rmtree(tmp, ignore_errors=True)
             log.info("converting %s to DeepSpeed's universal checkpoint format", final.parent)
-            ds.to_universal(final.parent, tmp)
+            deepspeed_engine.to_universal(final.parent, tmp)
             (final.parent / "latest_universal").unlink(missing_ok=True)  # DeepSpeed's pointer
             os.rename(tmp, final)
         _barrier()

@@ -7,11 +7,22 @@ job before any work, with an error that names the key.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterable, List, Optional
 
 from hydra.core.config_store import ConfigStore
 
 from pretrain.model import ModelConfig
+
+
+def check(key: str, ok: bool, requirement: str, value: Any) -> None:
+    """A config value check: raise naming the key, what it must be and what it is."""
+    if not ok:
+        raise ValueError(f"{key} must be {requirement}, not {value!r}")
+
+
+def check_choice(key: str, value: Any, choices: Iterable[Any]) -> None:
+    choices = list(choices)
+    check(key, value in choices, "one of " + ", ".join(map(str, choices)), value)
 
 
 @dataclass
@@ -23,6 +34,11 @@ class ZeroConfig:
     contiguous_gradients: bool = True
     reduce_bucket_size: int = 50_000_000
     allgather_bucket_size: int = 50_000_000
+
+    def __post_init__(self) -> None:
+        check_choice("zero.stage", self.stage, (0, 1, 2, 3))
+        if self.offload_param and self.stage != 3:
+            raise ValueError("zero.offload_param needs zero.stage=3")
 
 
 @dataclass
@@ -38,6 +54,15 @@ class OptimConfig:
     lr_decay_steps: Optional[int] = None
     grad_clip: float = 1.0
 
+    def __post_init__(self) -> None:
+        for key in ("lr", "min_lr", "eps", "grad_clip", "weight_decay"):
+            check(f"optim.{key}", getattr(self, key) >= 0, ">= 0", getattr(self, key))
+        check("optim.warmup_steps", self.warmup_steps >= 0, ">= 0", self.warmup_steps)
+        check("optim.betas", len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
+              "two numbers in [0, 1)", self.betas)
+        if self.lr_decay_steps is not None:
+            check("optim.lr_decay_steps", self.lr_decay_steps >= 1, ">= 1 (or null)", self.lr_decay_steps)
+
 
 @dataclass
 class DataConfig:
@@ -45,6 +70,12 @@ class DataConfig:
     seed: int = 1234
     # Share of the packed sequences held out for validation loss.
     val_fraction: float = 0.05
+    # Micro batches read ahead by the loader's background thread (pinned buffers on CUDA).
+    prefetch: int = 4
+
+    def __post_init__(self) -> None:
+        check("data.val_fraction", 0 <= self.val_fraction < 1, "in [0, 1)", self.val_fraction)
+        check("data.prefetch", self.prefetch >= 1, ">= 1", self.prefetch)
 
 
 @dataclass
@@ -54,11 +85,25 @@ class TrainConfig:
     grad_accum_steps: int = 1
     precision: str = "fp32"  # fp32 | bf16 | fp16 (fp16 needs a GPU)
     seed: int = 1234
-    log_every_steps: int = 1
+    # Steps between metrics rows (each also logs the first step of a process, evaluations,
+    # checkpoints and the last step). Only these steps wait for the device and reduce over
+    # the ranks; a row's loss, tokens/s and MFU are means over the steps since the last row.
+    log_every_steps: int = 10
     eval_every_steps: int = 0  # 0: only at the end
     eval_batches: int = 4
     # A tqdm bar on rank 0's console (shown only when stderr is a terminal).
     progress_bar: bool = True
+    # torch.compile each transformer block (Inductor); off by default (compiling costs
+    # minutes on a CPU, and pays on GPUs).
+    compile: bool = False
+
+    def __post_init__(self) -> None:
+        check_choice("train.precision", self.precision, ("fp32", "bf16", "fp16"))
+        check("train.max_steps", self.max_steps >= 0, ">= 0", self.max_steps)
+        for key in ("micro_batch_size", "grad_accum_steps", "log_every_steps", "eval_batches"):
+            check(f"train.{key}", getattr(self, key) >= 1, ">= 1", getattr(self, key))
+        check("train.eval_every_steps", self.eval_every_steps >= 0, ">= 0 (0: only at the end)",
+              self.eval_every_steps)
 
 
 @dataclass
@@ -66,6 +111,10 @@ class CheckpointConfig:
     every_steps: int = 50  # 0: none along the way
     keep_last: int = 3
     at_end: bool = True  # also after the last step (off for benchmarks)
+
+    def __post_init__(self) -> None:
+        check("checkpoint.every_steps", self.every_steps >= 0, ">= 0 (0: none along the way)", self.every_steps)
+        check("checkpoint.keep_last", self.keep_last >= 0, ">= 0 (0: all)", self.keep_last)
 
 
 @dataclass
@@ -107,6 +156,13 @@ class ClusterConfig:
     # ray: cluster address (None: RAY_ADDRESS, else a local Ray); one GPU per worker or none.
     address: Optional[str] = None
     use_gpu: bool = False
+
+    def __post_init__(self) -> None:
+        check_choice("cluster.name", self.name, ("local", "torchrun", "hostfile", "slurm", "ray"))
+        check_choice("cluster.launcher", self.launcher, ("torchrun", "deepspeed"))
+        check_choice("cluster.multinode_runner", self.multinode_runner, ("pdsh", "openmpi"))
+        check("cluster.nproc", self.nproc >= 1, ">= 1", self.nproc)
+        check("cluster.max_restarts", self.max_restarts >= 0, ">= 0", self.max_restarts)
 
 
 @dataclass

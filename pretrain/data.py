@@ -1,10 +1,12 @@
 """Training samples over token shards: a pure function of (manifest, seed, global sample index).
 
 The shards' documents (each ending in the end-of-document token) form one flat token stream.
-It is cut into windows of seq_len + 1 tokens (the inputs and the targets shifted by one); a
-seeded permutation holds out `val_fraction` of the windows for validation, and each epoch over
-the rest is another seeded permutation. Nothing depends on what was read before, so a resumed
-run continues by index instead of replaying consumed batches.
+It is cut into windows of seq_len tokens (a sample reads seq_len + 1: the inputs and the
+targets shifted by one); a seeded bijection of the windows holds out `val_fraction` of them for
+validation, and each epoch over the rest is another seeded bijection. Both are computed per
+index (a Feistel network), never materialized, so memory and startup stay flat at any corpus
+size. Nothing depends on what was read before, so a resumed run continues by index instead of
+replaying consumed batches.
 """
 
 from __future__ import annotations
@@ -46,9 +48,11 @@ class TokenStream:
     def vocab_size(self) -> int:
         return int(self.manifest["tokenizer"]["vocab_size"])
 
-    def read(self, start: int, length: int) -> np.ndarray:
-        """Tokens [start, start + length) of the stream, crossing shard boundaries as needed."""
-        out = np.empty(length, dtype=np.int64)
+    def read(self, start: int, length: int, out: np.ndarray | None = None) -> np.ndarray:
+        """Tokens [start, start + length) of the stream, crossing shard boundaries as needed
+        (into `out` when given)."""
+        if out is None:
+            out = np.empty(length, dtype=np.int64)
         filled = 0
         i = int(np.searchsorted(self.offsets, start, side="right")) - 1
         pos = start - int(self.offsets[i])
@@ -89,8 +93,91 @@ class BatchLayout:
         return range(start, start + self.micro_batch_size)
 
 
+_S30, _S27, _S31 = np.uint64(30), np.uint64(27), np.uint64(31)
+_M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+_U64 = (1 << 64) - 1
+
+
+class WindowOrder:
+    """A seeded bijection of [0, n): a balanced Feistel network over the smallest even number of
+    bits that holds n, cycle-walked back into range. Computed per index, so it costs O(1) memory
+    and startup whatever n is (10^9 windows included), and it is a pure function of (key, index).
+    """
+
+    ROUNDS = 6
+
+    def __init__(self, n: int, key: tuple[int, ...]):
+        if n < 1:
+            raise ValueError(f"an order needs at least one element, not {n}")
+        self.n = int(n)
+        bits = max(2, int(self.n - 1).bit_length())
+        self.half = (bits + 1) // 2
+        self.mask = np.uint64((1 << self.half) - 1)
+        self.keys = np.random.SeedSequence(list(key)).generate_state(self.ROUNDS, dtype=np.uint64)
+        self._int_keys = [int(k) for k in self.keys]
+
+    def _encrypt(self, x: np.ndarray) -> np.ndarray:
+        shift, mask = np.uint64(self.half), self.mask
+        left, right = x >> shift, x & mask
+        z = np.empty_like(x)
+        for key in self.keys:
+            # Round function: splitmix64's finaliser of (right ^ key): every bit moves every bit.
+            np.bitwise_xor(right, key, out=z)
+            z ^= z >> _S30
+            z *= _M1
+            z ^= z >> _S27
+            z *= _M2
+            z ^= z >> _S31
+            z &= mask
+            z ^= left
+            left, right, z = right, z, left
+        return (left << shift) | right
+
+    def _encrypt_one(self, x: int) -> int:
+        """`_encrypt` of one Python int (the same function; cheaper than numpy for a few)."""
+        half, mask = self.half, int(self.mask)
+        left, right = x >> half, x & mask
+        for key in self._int_keys:
+            z = right ^ key
+            z ^= z >> 30
+            z = (z * 0xBF58476D1CE4E5B9) & _U64
+            z ^= z >> 27
+            z = (z * 0x94D049BB133111EB) & _U64
+            z ^= z >> 31
+            left, right = right, left ^ (z & mask)
+        return (left << half) | right
+
+    def __call__(self, index) -> np.ndarray:
+        """The images of `index` (an int or an array of ints in [0, n)) as int64."""
+        shape = np.shape(index)
+        x = np.atleast_1d(np.asarray(index, dtype=np.uint64)).copy()
+        if x.size and int(x.max()) >= self.n:
+            raise IndexError(f"index {int(x.max())} is outside an order of {self.n}")
+        if x.size <= 64:  # numpy's per-call cost outweighs its speed on a few values
+            out = []
+            for v in x.tolist():
+                v = self._encrypt_one(v)
+                while v >= self.n:
+                    v = self._encrypt_one(v)
+                out.append(v)
+            return np.array(out, dtype=np.int64).reshape(shape)
+        y = self._encrypt(x)
+        out = y >= np.uint64(self.n)
+        while out.any():  # at most 4x the domain: a few walks at most
+            y[out] = self._encrypt(y[out])
+            out = y >= np.uint64(self.n)
+        return y.astype(np.int64).reshape(shape)
+
+
 class PackedSamples:
-    """Fixed-length samples (inputs, targets) of the token stream for one split."""
+    """Fixed-length samples (inputs, targets) of the token stream for one split.
+
+    The stream is cut into windows of seq_len tokens (a sample reads seq_len + 1: the targets
+    are the inputs shifted by one). A seeded bijection of the windows (`WindowOrder`) puts
+    `val_fraction` of them first: those are the validation split, the rest the training split.
+    Epoch e of a split is another seeded bijection of it. Nothing is materialized: memory and
+    startup do not grow with the corpus.
+    """
 
     def __init__(self, stream: TokenStream, seq_len: int, seed: int, split: str = "train",
                  val_fraction: float = 0.05):
@@ -104,25 +191,56 @@ class PackedSamples:
                 f"samples of seq_len={seq_len}"
             )
         n_val = min(n_windows - 1, max(1, round(n_windows * val_fraction))) if val_fraction > 0 else 0
-        perm = np.random.default_rng([seed, 0]).permutation(n_windows)
-        self.windows = np.sort(perm[:n_val]) if split == "val" else np.sort(perm[n_val:])
-        self._epoch, self._order = -1, None
+        self.holdout = WindowOrder(n_windows, (seed, 0))
+        self.offset, self.size = (0, n_val) if split == "val" else (n_val, n_windows - n_val)
+        self._epoch_order: tuple[int, WindowOrder] | None = None
 
     def __len__(self) -> int:
-        return len(self.windows)
+        return self.size
+
+    def _order(self, epoch: int) -> WindowOrder:
+        if self._epoch_order is None or self._epoch_order[0] != epoch:
+            self._epoch_order = (epoch, WindowOrder(self.size, (self.seed, 1, epoch)))
+        return self._epoch_order[1]
+
+    def split_windows(self, positions) -> np.ndarray:
+        """The windows at `positions` in [0, len(self)) of this split, in no epoch's order."""
+        return self.holdout(self.offset + np.asarray(positions, dtype=np.int64))
+
+    def windows(self, indices) -> np.ndarray:
+        """The windows (positions in the stream, in units of seq_len) of global sample indices."""
+        indices = np.asarray(indices, dtype=np.int64)
+        epochs, positions = np.divmod(indices, self.size)
+        first, last = int(epochs.min(initial=0)), int(epochs.max(initial=0))
+        if first == last:
+            return self.split_windows(self._order(first)(positions))
+        out = np.empty_like(positions)
+        for epoch in range(first, last + 1):
+            at = epochs == epoch
+            out[at] = self._order(epoch)(positions[at])
+        return self.split_windows(out)
 
     def window(self, index: int) -> int:
-        """The window (position in the stream, in units of seq_len) of global sample `index`."""
-        epoch, i = divmod(index, len(self.windows))
-        if epoch != self._epoch:
-            self._order = np.random.default_rng([self.seed, 1, epoch]).permutation(len(self.windows))
-            self._epoch = epoch
-        return int(self.windows[self._order[i]])
+        """The window of global sample `index`."""
+        return int(self.windows([index])[0])
+
+    def tokens(self, indices, out: np.ndarray | None = None) -> np.ndarray:
+        """(len(indices), seq_len + 1) int64 tokens of the samples: inputs are [:, :-1], targets
+        [:, 1:]. `out` (e.g. a pinned buffer) is filled in place when given."""
+        return self.read_windows(self.windows(indices), out)
+
+    def read_windows(self, windows: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """The tokens of `windows` (from `windows()`), one row each."""
+        if out is None:
+            out = np.empty((len(windows), self.seq_len + 1), dtype=np.int64)
+        for row, w in enumerate(windows.tolist()):
+            self.stream.read(w * self.seq_len, self.seq_len + 1, out=out[row])
+        return out
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        tokens = self.stream.read(self.window(index) * self.seq_len, self.seq_len + 1)
+        tokens = self.tokens([index])[0]
         return tokens[:-1], tokens[1:]
 
     def batch(self, indices) -> tuple[torch.Tensor, torch.Tensor]:
-        xs, ys = zip(*(self[i] for i in indices))
-        return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))
+        t = torch.from_numpy(self.tokens(indices))
+        return t[:, :-1], t[:, 1:]

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from pretrain.comm import free_port
 from pretrain.config import PretrainConfig
 
 log = logging.getLogger(__name__)
@@ -43,14 +44,18 @@ def init_distributed(cfg: PretrainConfig) -> None:
     os.environ.setdefault("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"])
     os.environ.setdefault("MASTER_ADDR", cfg.cluster.master_addr)
     if "MASTER_PORT" not in os.environ:
-        from launch.ports import free_port
-
         os.environ["MASTER_PORT"] = str(free_port())
     deepspeed = _deepspeed(cfg)
-    backend = "nccl" if accelerator_name(cfg) == "cuda" else "gloo"
-    deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False)
-    if accelerator_name(cfg) == "cuda":
-        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+    cuda = accelerator_name(cfg) == "cuda"
+    if cuda:  # before the group exists, so that NCCL and its barriers use this rank's GPU
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]) % max(1, torch.cuda.device_count()))
+    deepspeed.init_distributed(dist_backend="nccl" if cuda else "gloo", auto_mpi_discovery=False)
+
+
+def device_of(engine) -> torch.device:
+    """The device the engine computes on. The loop puts its batches there and reduces its
+    metrics there (pretrain/comm.py); nothing it hands to a collective lives elsewhere."""
+    return torch.device(engine.device)
 
 
 def lr_lambda(cfg: PretrainConfig):
@@ -70,13 +75,9 @@ def lr_lambda(cfg: PretrainConfig):
 
 
 def ds_config(cfg: PretrainConfig, world_size: int, load_universal: bool = False) -> dict[str, Any]:
-    t, z = cfg.train, cfg.zero
-    if t.precision not in ("fp32", "bf16", "fp16"):
-        raise ValueError(f"train.precision must be fp32, bf16 or fp16, not {t.precision!r}")
-    if t.precision == "fp16" and accelerator_name(cfg) == "cpu":
+    t, z = cfg.train, cfg.zero  # values are checked by the schema (pretrain/config.py)
+    if t.precision == "fp16" and accelerator_name(cfg) == "cpu":  # a device's, not a value's limit
         raise ValueError("train.precision=fp16 is not available on CPU: use bf16 or fp32")
-    if z.stage not in (0, 1, 2, 3):
-        raise ValueError(f"zero.stage must be 0, 1, 2 or 3, not {z.stage}")
     zero: dict[str, Any] = {
         "stage": z.stage,
         "overlap_comm": z.overlap_comm,
@@ -87,8 +88,6 @@ def ds_config(cfg: PretrainConfig, world_size: int, load_universal: bool = False
     if z.offload_optimizer:
         zero["offload_optimizer"] = {"device": "cpu"}
     if z.offload_param:
-        if z.stage != 3:
-            raise ValueError("zero.offload_param needs zero.stage=3")
         zero["offload_param"] = {"device": "cpu"}
     config: dict[str, Any] = {
         "train_micro_batch_size_per_gpu": t.micro_batch_size,
@@ -137,7 +136,10 @@ def build_engine(model: torch.nn.Module, cfg: PretrainConfig, world_size: int, l
 
         optimizer = DeepSpeedCPUAdam(groups, lr=o.lr, betas=tuple(o.betas), eps=o.eps, adamw_mode=True)
     else:
-        optimizer = torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas), eps=o.eps)
+        optimizer = torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas), eps=o.eps,
+                                      fused=fused_adamw(accelerator_name(cfg)))
+    if cfg.train.compile:
+        compile_blocks(model)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
     engine, optimizer, _, scheduler = deepspeed.initialize(
         model=model,
@@ -153,14 +155,28 @@ def build_engine(model: torch.nn.Module, cfg: PretrainConfig, world_size: int, l
     return engine
 
 
+def fused_adamw(accelerator: str) -> bool:
+    """AdamW's fused kernel (one launch for all parameters) where torch has it: CUDA."""
+    return accelerator == "cuda"
+
+
+def compile_blocks(model: torch.nn.Module, backend: str = "inductor") -> None:
+    """train.compile: torch.compile each transformer block in place (`Module.compile`), as
+    torchtitan does: the graphs are small and shared by all blocks, activation checkpointing
+    and ZeRO's hooks wrap them from outside, and the state dict keeps its names, so
+    checkpoints move freely between compiled and eager runs."""
+    for block in model.blocks:
+        block.compile(backend=backend)
+
+
 def _keep_grad_norm(engine) -> None:
     """ZeRO-0 in fp32 clips with a plain clip_grad_norm_ and drops the norm it computed, so
     get_global_grad_norm() would stay None; keep it (same call, same clipping)."""
     from deepspeed.runtime.utils import clip_grad_norm_
 
-    def clip_fp32_gradients():
-        engine._global_grad_norm = float(clip_grad_norm_(
-            parameters=engine.module.parameters(), max_norm=engine.gradient_clipping(), mpu=engine.mpu))
+    def clip_fp32_gradients():  # the norm stays a device tensor: read only when logged
+        engine._global_grad_norm = clip_grad_norm_(
+            parameters=engine.module.parameters(), max_norm=engine.gradient_clipping(), mpu=engine.mpu)
 
     engine.clip_fp32_gradients = clip_fp32_gradients
 

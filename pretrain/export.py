@@ -41,10 +41,10 @@ def run_config(step_dir: Path) -> PretrainConfig:
 
 def consolidate(step_dir: Path) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
     """(the model's config, its full fp32 state dict; a tied output layer is not repeated)."""
-    from pretrain import engine as ds
+    from pretrain import engine as deepspeed_engine
 
     cfg = run_config(step_dir)
-    state = ds.consolidated_state_dict(step_dir)
+    state = deepspeed_engine.consolidated_state_dict(step_dir)
     mcfg = replace(cfg.model, vocab_size=state["wte.weight"].shape[0]).resolve()
     if mcfg.tie_embeddings:
         state.pop("lm_head.weight", None)

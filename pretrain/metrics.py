@@ -10,38 +10,64 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import psutil
 import torch
 
 log = logging.getLogger(__name__)
 
-# Peak dense bf16 tensor-core throughput per device, TFLOP/s (vendor data sheets, no sparsity).
-# H100 and H200 (SXM) share the same compute; the H100 PCIe is lower (756).
-PEAK_TFLOPS = {"A100": 312.0, "H100 PCIe": 756.0, "H100": 989.0, "H200": 989.0, "A10G": 125.0, "L4": 121.0}
+# Peak dense throughput per device, TFLOP/s, by the precision its matmuls run in (vendor data
+# sheets, without sparsity). "tf32": fp32 tensors on tensor cores; "fp32": plain CUDA cores.
+# H100 and H200 SXM share one compute die; the H100 PCIe part is clocked lower. Names are
+# matched in order, so the more specific ones come first.
+PEAK_TFLOPS: dict[str, dict[str, float]] = {
+    "H100 PCIe": {"bf16": 756.0, "fp16": 756.0, "tf32": 378.0, "fp32": 51.0},
+    "H100": {"bf16": 989.0, "fp16": 989.0, "tf32": 494.5, "fp32": 67.0},
+    "H200": {"bf16": 989.0, "fp16": 989.0, "tf32": 494.5, "fp32": 67.0},
+    "A100": {"bf16": 312.0, "fp16": 312.0, "tf32": 156.0, "fp32": 19.5},
+    "A10G": {"bf16": 125.0, "fp16": 125.0, "tf32": 62.5, "fp32": 31.2},
+    "L4": {"bf16": 121.0, "fp16": 121.0, "tf32": 60.0, "fp32": 30.3},
+}
 
 
-def peak_tflops(configured: Optional[float]) -> Optional[float]:
-    """metrics.peak_tflops when set, else the known peak of this GPU, else None (no MFU)."""
-    if configured:
-        return configured
-    if torch.cuda.is_available():
-        name = torch.cuda.get_device_name()
-        for key, value in PEAK_TFLOPS.items():
-            if key in name:
-                return value
+def matmul_precision(precision: str) -> str:
+    """What the matmuls of a run at `precision` (train.precision) run in: bf16 and fp16 as
+    such; fp32 on tensor cores (tf32) when torch allows TF32 matmuls, else plain fp32."""
+    if precision in ("bf16", "fp16"):
+        return precision
+    tf32 = torch.backends.cuda.matmul.allow_tf32 or torch.get_float32_matmul_precision() != "highest"
+    return "tf32" if tf32 else "fp32"
+
+
+def peak_for(device_name: str, matmul: str) -> Optional[float]:
+    """The dense peak of a device (by its CUDA name) at a matmul precision, if known."""
+    for key, peaks in PEAK_TFLOPS.items():
+        if key in device_name:
+            return peaks[matmul]
     return None
 
 
-def memory_gb(reduce_max: Callable) -> dict:
-    """Largest resident set size (and, on GPUs, peak allocated device memory) over the ranks."""
-    values = [psutil.Process().memory_info().rss / 2**30]
+def peak_tflops(configured: Optional[float], precision: str = "bf16") -> Optional[float]:
+    """metrics.peak_tflops when set, else the known peak of this GPU at the precision the run's
+    matmuls use, else None (no MFU)."""
+    if configured:
+        return configured
     if torch.cuda.is_available():
-        values.append(torch.cuda.max_memory_allocated() / 2**30)
-    reduced = reduce_max(values, torch.distributed.ReduceOp.MAX)
+        return peak_for(torch.cuda.get_device_name(), matmul_precision(precision))
+    return None
+
+
+def memory_gb(comm) -> dict:
+    """Largest resident set size (and, on GPUs, peak allocated device memory) over the ranks;
+    reduced as one tensor on the run's device (`comm`: pretrain.comm.Collectives)."""
+    values = [psutil.Process().memory_info().rss / 2**30]
+    cuda = comm.device.type == "cuda"
+    if cuda:
+        values.append(torch.cuda.max_memory_allocated(comm.device) / 2**30)
+    reduced = comm.max(comm.tensor(values)).tolist()
     out = {"rss_gb": round(reduced[0], 3)}
-    if len(reduced) > 1:
+    if cuda:
         out["cuda_max_allocated_gb"] = round(reduced[1], 3)
     return out
 

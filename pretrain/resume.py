@@ -11,12 +11,15 @@ precision, checkpoint and logging cadence, and max_steps may change.
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Optional
 
 from omegaconf import OmegaConf
 
+from pretrain.checkpoint import Checkpointer, checkpoint_folder
 from pretrain.config import PretrainConfig
+from pretrain.data import BatchLayout
 from pretrain.model import ModelConfig
 
 CONFIG_FILE = "config.yaml"
@@ -135,3 +138,84 @@ def apply(cfg: PretrainConfig, overrides: Iterable[str]) -> PretrainConfig:
     out.resume = str(run_dir)
     check_continuation(saved, out, str(run_dir / CONFIG_FILE))
     return out
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """The checkpoint a run continues from: `folder/tag`, what its complete.json says, and
+    whether it loads through DeepSpeed's universal format (another world size, stage or
+    precision)."""
+
+    folder: Path
+    tag: str
+    info: dict
+    universal: bool
+
+    @property
+    def path(self) -> Path:
+        return self.folder / self.tag
+
+    @property
+    def step(self) -> int:
+        return int(self.info["step"])
+
+
+def decide(cfg: PretrainConfig, ckpt: Checkpointer, layout: BatchLayout, fingerprint: str) -> Optional[ResumePoint]:
+    """The one resume decision, made before any work: what to load (None: start fresh), from
+    `resume` (auto | never | a run dir | a checkpoint folder), the run's checkpoints, and the
+    data fingerprint. Raises ContinuationError for a checkpoint this run cannot continue
+    exactly."""
+    if cfg.resume == "auto":
+        tag = ckpt.latest_tag()
+        if not tag:
+            return None
+        folder = ckpt.dir
+    elif cfg.resume == "never":
+        if ckpt.latest_tag():
+            raise RuntimeError(
+                f"{cfg.run_dir} already has checkpoints; use resume=auto to continue it or a new run_dir"
+            )
+        return None
+    else:
+        step_dir = checkpoint_folder(cfg.resume)
+        folder, tag = step_dir.parent, step_dir.name
+    info = ckpt.info(folder, tag)
+    universal = check_resumable(cfg, info, folder / tag, layout, fingerprint)
+    return ResumePoint(folder, tag, info, universal)
+
+
+def check_resumable(cfg: PretrainConfig, info: dict, where: Path, layout: BatchLayout,
+                     fingerprint: str) -> bool:
+    """Refuse a checkpoint this run cannot continue exactly; returns whether it must be loaded
+    through DeepSpeed's universal format (another world size, ZeRO stage or precision)."""
+    config_file = where / CONFIG_FILE
+    if config_file.is_file():
+        check_continuation(load(config_file), cfg, str(config_file))
+    if info.get("data_fingerprint", fingerprint) != fingerprint:
+        raise ContinuationError(
+            f"data.manifest={cfg.data.manifest} holds other shards than the data {where} was trained "
+            "on; continuing would not read the same samples. Start a new run_dir."
+        )
+    if info.get("global_batch", layout.global_batch) != layout.global_batch:
+        raise ContinuationError(
+            f"checkpoint {where} was trained with global batch {info['global_batch']} "
+            f"(micro batch x grad accumulation x ranks); this run has {layout.micro_batch_size} x "
+            f"{layout.grad_accum_steps} x {layout.world_size} = {layout.global_batch}. Set "
+            "train.micro_batch_size / train.grad_accum_steps so the product stays the same."
+        )
+    saved = (info.get("world_size", layout.world_size), info.get("zero_stage", cfg.zero.stage),
+             info.get("precision", cfg.train.precision))
+    now = (layout.world_size, cfg.zero.stage, cfg.train.precision)
+    if saved == now:
+        return False
+    what = (f"checkpoint {where} (ZeRO-{saved[1]}, {saved[2]}, {saved[0]} ranks) cannot continue as "
+            f"ZeRO-{now[1]}, {now[2]}, {now[0]} ranks: ")
+    if saved[1] == 0 or now[1] == 0:
+        if saved[1] == now[1] == 0 and saved[2] == now[2] == "fp32":
+            return False  # ZeRO-0 fp32 keeps whole optimizer states: any world size loads them
+        raise ContinuationError(what + "changing world size, stage or precision goes through "
+                                "DeepSpeed's universal format, which needs ZeRO stage 1-3 on both sides.")
+    if (saved[1] == 3) != (now[1] == 3):
+        raise ContinuationError(what + "DeepSpeed's universal format does not carry a checkpoint "
+                                "between ZeRO-3 and stages 1-2; keep the stage.")
+    return True

@@ -1,4 +1,11 @@
-"""The training loop: one process of a (possibly multi-process) DeepSpeed run."""
+"""The training loop: one process of a (possibly multi-process) DeepSpeed run.
+
+`build` makes everything a run needs (process group, data, model, engine, the checkpoint to
+continue from); `train_step` is one optimizer step; `loop` runs the steps and logs, evaluates
+and saves at their cadence. Per step nothing leaves the device: losses accumulate there, and
+they are reduced over the ranks and read on the host only at the steps that log
+(`train.log_every_steps`), evaluate or save.
+"""
 
 from __future__ import annotations
 
@@ -11,18 +18,20 @@ import sys
 import threading
 import time
 import warnings
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 import torch
 import torch.distributed as dist
 
-from pretrain import engine as ds
+from pretrain import engine as deepspeed_engine
 from pretrain import resume
-from pretrain.checkpoint import Checkpointer, checkpoint_folder
+from pretrain.checkpoint import Checkpointer
+from pretrain.comm import Collectives
 from pretrain.config import PretrainConfig
 from pretrain.data import BatchLayout, PackedSamples, TokenStream, data_fingerprint
+from pretrain.loader import MicroBatch, Prefetcher
 from pretrain.metrics import MetricsLog, memory_gb, peak_tflops
 from pretrain.model import GPT, ModelConfig
 
@@ -54,16 +63,6 @@ def _exit_with_launcher() -> None:
     threading.Thread(target=watch, name="launcher-watch", daemon=True).start()
 
 
-def _reduce(values: list[float], op=None) -> list[float]:
-    """Element-wise mean (op None) or max (op MAX) of `values` over the ranks."""
-    t = torch.tensor(values, dtype=torch.float64)
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(t, op=op or dist.ReduceOp.SUM)
-        if op is None:
-            t /= dist.get_world_size()
-    return t.tolist()
-
-
 def resolve_model(cfg: PretrainConfig, vocab_size: int) -> ModelConfig:
     m = cfg.model
     if m.vocab_size is None:
@@ -75,98 +74,35 @@ def resolve_model(cfg: PretrainConfig, vocab_size: int) -> ModelConfig:
     return m
 
 
-@torch.no_grad()
-def evaluate(engine, samples: PackedSamples, cfg: PretrainConfig, rank: int, world: int) -> float:
-    engine.eval()
-    layout = BatchLayout(cfg.train.micro_batch_size, 1, world)
-    losses = []
-    for b in range(cfg.train.eval_batches):
-        idx = [i % len(samples) for i in layout.indices(b, 0, rank)]
-        x, y = samples.batch(idx)
-        _, loss = engine(x.to(engine.device), y.to(engine.device))
-        losses.append(float(loss))
-    engine.train()
-    return _reduce([sum(losses) / len(losses)])[0]
+@dataclass
+class Run:
+    """What `build` makes: one rank's share of a training run."""
+
+    cfg: PretrainConfig
+    rank: int
+    world: int
+    layout: BatchLayout
+    train_set: PackedSamples
+    val_set: Optional[PackedSamples]
+    engine: object
+    device: torch.device
+    comm: Collectives
+    ckpt: Checkpointer
+    start_step: int
+    fingerprint: str
+    config_yaml: str
+    flops_per_token: int
+    seq_len: int
 
 
-def train_step(engine, samples: PackedSamples, layout: BatchLayout, step: int, rank: int) -> tuple[float, list[int]]:
-    """One optimizer step (all micro batches) on this rank: (its mean loss, the sample indices)."""
-    losses, read = [], []
-    for micro in range(layout.grad_accum_steps):
-        indices = layout.indices(step, micro, rank)
-        x, y = samples.batch(indices)
-        _, loss = engine(x.to(engine.device), y.to(engine.device))
-        engine.backward(loss)
-        engine.step()
-        losses.append(loss.detach())
-        read.extend(indices)
-    return float(torch.stack(losses).float().mean()), read
-
-
-def find_checkpoint(cfg: PretrainConfig, ckpt: Checkpointer) -> Optional[tuple[Path, str]]:
-    """(checkpoints folder, tag) to continue from, or None to start fresh."""
-    if cfg.resume == "auto":
-        tag = ckpt.latest_tag()
-        return (ckpt.dir, tag) if tag else None
-    if cfg.resume == "never":
-        if ckpt.latest_tag():
-            raise RuntimeError(
-                f"{cfg.run_dir} already has checkpoints; use resume=auto to continue it or a new run_dir"
-            )
-        return None
-    step_dir = checkpoint_folder(cfg.resume)
-    return step_dir.parent, step_dir.name
-
-
-def check_resumable(cfg: PretrainConfig, info: dict, where: Path, layout: BatchLayout,
-                    fingerprint: str) -> bool:
-    """Refuse a checkpoint this run cannot continue exactly; returns whether it must be loaded
-    through DeepSpeed's universal format (another world size, ZeRO stage or precision)."""
-    config_file = where / resume.CONFIG_FILE
-    if config_file.is_file():
-        resume.check_continuation(resume.load(config_file), cfg, str(config_file))
-    if info.get("data_fingerprint", fingerprint) != fingerprint:
-        raise resume.ContinuationError(
-            f"data.manifest={cfg.data.manifest} holds other shards than the data {where} was trained "
-            "on; continuing would not read the same samples. Start a new run_dir."
-        )
-    if info.get("global_batch", layout.global_batch) != layout.global_batch:
-        raise resume.ContinuationError(
-            f"checkpoint {where} was trained with global batch {info['global_batch']} "
-            f"(micro batch x grad accumulation x ranks); this run has {layout.micro_batch_size} x "
-            f"{layout.grad_accum_steps} x {layout.world_size} = {layout.global_batch}. Set "
-            "train.micro_batch_size / train.grad_accum_steps so the product stays the same."
-        )
-    saved = (info.get("world_size", layout.world_size), info.get("zero_stage", cfg.zero.stage),
-             info.get("precision", cfg.train.precision))
-    now = (layout.world_size, cfg.zero.stage, cfg.train.precision)
-    if saved == now:
-        return False
-    what = (f"checkpoint {where} (ZeRO-{saved[1]}, {saved[2]}, {saved[0]} ranks) cannot continue as "
-            f"ZeRO-{now[1]}, {now[2]}, {now[0]} ranks: ")
-    if saved[1] == 0 or now[1] == 0:
-        if saved[1] == now[1] == 0 and saved[2] == now[2] == "fp32":
-            return False  # ZeRO-0 fp32 keeps whole optimizer states: any world size loads them
-        raise resume.ContinuationError(what + "changing world size, stage or precision goes through "
-                                       "DeepSpeed's universal format, which needs ZeRO stage 1-3 on both sides.")
-    if (saved[1] == 3) != (now[1] == 3):
-        raise resume.ContinuationError(what + "DeepSpeed's universal format does not carry a checkpoint "
-                                       "between ZeRO-3 and stages 1-2; keep the stage.")
-    return True
-
-
-def run(cfg: PretrainConfig, on_checkpoint: Optional[Callable[[int, Path, dict], None]] = None) -> dict:
-    """Train until cfg.train.max_steps; returns a summary (rank 0's view).
-
-    on_checkpoint(step, path, metrics) runs on every rank after each complete checkpoint
-    (launch/ray_cluster.py reports it to Ray Train)."""
+def build(cfg: PretrainConfig) -> Run:
     rank = int(os.environ.get("RANK", "0"))
     _setup_logging(rank)
     # DeepSpeed's ZeRO calls a collective that torch deprecated, once per step per rank.
     warnings.filterwarnings("ignore", message=r"`torch.distributed.\w+` is deprecated", category=FutureWarning)
     if "TORCHELASTIC_RUN_ID" in os.environ:
         _exit_with_launcher()
-    ds.init_distributed(cfg)
+    deepspeed_engine.init_distributed(cfg)
     rank, world = dist.get_rank(), dist.get_world_size()
     run_dir = Path(cfg.run_dir)
     ckpt = Checkpointer(run_dir / "checkpoints", cfg.checkpoint.keep_last, rank)
@@ -175,141 +111,185 @@ def run(cfg: PretrainConfig, on_checkpoint: Optional[Callable[[int, Path, dict],
     fingerprint = data_fingerprint(stream.manifest)
     mcfg = resolve_model(cfg, stream.vocab_size)
     layout = BatchLayout(cfg.train.micro_batch_size, cfg.train.grad_accum_steps, world)
-
     # Which checkpoint (if any) to continue from, and whether it can be, decided before any work.
-    resume_from = find_checkpoint(cfg, ckpt)
-    info, universal = {}, False
-    if resume_from:
-        info = ckpt.info(*resume_from)
-        universal = check_resumable(cfg, info, resume_from[0] / resume_from[1], layout, fingerprint)
+    point = resume.decide(cfg, ckpt, layout, fingerprint)
 
     config_yaml = resume.to_yaml(cfg)
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / resume.CONFIG_FILE).write_text(config_yaml)
     ckpt.clean_partial()
-    if universal:
-        ckpt.prepare_universal(*resume_from)
+    if point and point.universal:
+        ckpt.prepare_universal(point.folder, point.tag)
 
-    train_set = PackedSamples(stream, mcfg.seq_len, cfg.data.seed, "train", cfg.data.val_fraction)
-    val_set = (
-        PackedSamples(stream, mcfg.seq_len, cfg.data.seed, "val", cfg.data.val_fraction)
-        if cfg.data.val_fraction > 0
-        else None
-    )
+    split = lambda name: PackedSamples(stream, mcfg.seq_len, cfg.data.seed, name, cfg.data.val_fraction)
+    train_set, val_set = split("train"), (split("val") if cfg.data.val_fraction > 0 else None)
 
     torch.manual_seed(cfg.train.seed)
     model = GPT(mcfg)
-    flops_per_token = model.flops_per_token()
-    n_params = model.num_params()
-    engine = ds.build_engine(model, cfg, world, load_universal=universal)
-    lr_at = ds.lr_lambda(cfg)
-
+    engine = deepspeed_engine.build_engine(model, cfg, world, load_universal=bool(point and point.universal))
+    device = deepspeed_engine.device_of(engine)
     start_step = 0
-    if resume_from:
-        ckpt.load(engine, *resume_from, universal=universal)
-        if universal:
-            ds.repair_universal_load(engine, cfg)
-        start_step = int(info["step"])
-        consumed = info.get("consumed_samples", start_step * layout.global_batch)
+    if point:
+        ckpt.load(engine, point.folder, point.tag, universal=point.universal)
+        if point.universal:
+            deepspeed_engine.repair_universal_load(engine, cfg)
+        start_step = point.step
+        consumed = point.info.get("consumed_samples", start_step * layout.global_batch)
         assert consumed == start_step * layout.global_batch, (consumed, start_step)
-        log.info("resumed from %s at step %d (%d samples consumed)%s", resume_from[0] / resume_from[1],
-                 start_step, consumed,
-                 f"; written by {info['world_size']} ranks, ZeRO-{info['zero_stage']}, loaded through the "
-                 "universal format" if universal else "")
-
-    metrics = MetricsLog(run_dir, rank == 0, start_step, tensorboard=cfg.metrics.tensorboard)
-    sample_log = _SampleLog(run_dir, rank, start_step) if cfg.debug.record_samples else None
-    peak = peak_tflops(cfg.metrics.peak_tflops)
-    seq_tokens = layout.global_batch * mcfg.seq_len
+        log.info("resumed from %s at step %d (%d samples consumed)%s", point.path, start_step, consumed,
+                 f"; written by {point.info['world_size']} ranks, ZeRO-{point.info['zero_stage']}, loaded "
+                 "through the universal format" if point.universal else "")
     log.info(
         "model: %.2fM parameters (%s: %d layers, d_model %d, %d heads, vocab %d) | data: %d tokens, "
-        "%d train samples of %d | %d ranks, global batch %d, ZeRO-%d, %s%s",
-        n_params / 1e6, mcfg.style, mcfg.n_layer, mcfg.d_model, mcfg.n_head, mcfg.vocab_size,
+        "%d train samples of %d | %d ranks, global batch %d, ZeRO-%d, %s%s | device %s",
+        model.num_params() / 1e6, mcfg.style, mcfg.n_layer, mcfg.d_model, mcfg.n_head, mcfg.vocab_size,
         stream.num_tokens, len(train_set), mcfg.seq_len, world, layout.global_batch, cfg.zero.stage,
-        cfg.train.precision, ", activation checkpointing" if mcfg.activation_checkpointing else "",
+        cfg.train.precision, ", activation checkpointing" if mcfg.activation_checkpointing else "", device,
     )
+    return Run(cfg, rank, world, layout, train_set, val_set, engine, device, Collectives(device), ckpt,
+               start_step, fingerprint, config_yaml, model.flops_per_token(), mcfg.seq_len)
 
-    max_steps = cfg.train.max_steps
-    summary = {"run_dir": str(run_dir), "start_step": start_step, "max_steps": max_steps}
-    bar = _progress_bar(cfg, rank, start_step, max_steps)
-    with bar, (_redirect_logging() if not bar.disable else contextlib.nullcontext()):
-        for step in range(start_step, max_steps):
-            t0 = time.perf_counter()
-            local_loss, read = train_step(engine, train_set, layout, step, rank)
-            loss_value = _reduce([local_loss])[0]
-            seconds = time.perf_counter() - t0
+
+def train_step(engine, batches: Iterator[MicroBatch], accum: int, device: torch.device) -> tuple[torch.Tensor, list[int]]:
+    """One optimizer step (all micro batches) on this rank: (its mean loss as a device tensor,
+    the sample indices read). Nothing here waits for the device."""
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    read: list[int] = []
+    for _ in range(accum):
+        batch = next(batches)
+        _, loss = engine(batch.inputs, batch.targets)
+        engine.backward(loss)
+        engine.step()
+        loss_sum += loss.detach()
+        read.extend(batch.indices)
+    return loss_sum / accum, read
+
+
+@torch.no_grad()
+def evaluate(r: Run) -> float:
+    """Mean loss over `train.eval_batches` micro batches per rank of the validation split."""
+    r.engine.eval()
+    layout = BatchLayout(r.cfg.train.micro_batch_size, 1, r.world)
+    total = torch.zeros((), dtype=torch.float64, device=r.device)
+    for b in range(r.cfg.train.eval_batches):
+        x, y = r.val_set.batch([i % len(r.val_set) for i in layout.indices(b, 0, r.rank)])
+        _, loss = r.engine(x.to(r.device), y.to(r.device))
+        total += loss.detach()
+    r.engine.train()
+    return r.comm.mean(total / r.cfg.train.eval_batches).item()
+
+
+class _Interval:
+    """What accumulates between two logged steps: the losses (on the device), steps, time."""
+
+    def __init__(self, device: torch.device):
+        self.loss = torch.zeros((), dtype=torch.float64, device=device)
+        self.steps, self.t0 = 0, time.perf_counter()
+
+    def add(self, step_loss: torch.Tensor) -> None:
+        self.loss += step_loss
+        self.steps += 1
+
+
+def _record(r: Run, done: int, interval: _Interval, lr_at: Callable[[int], float], peak: Optional[float]) -> dict:
+    """The metrics of a log step: one reduction over the ranks, then the host reads them."""
+    loss = r.comm.mean(interval.loss / interval.steps).item()  # waits for the device: times are real
+    seconds = (time.perf_counter() - interval.t0) / interval.steps
+    tokens_per_s = r.layout.global_batch * r.seq_len / seconds
+    norm = r.engine.get_global_grad_norm()
+    record = {
+        "step": done,
+        "loss": loss,
+        "lr": r.cfg.optim.lr * lr_at(done - 1),
+        "grad_norm": None if norm is None else float(norm),
+        "tokens_per_s": tokens_per_s,
+        "mfu": r.flops_per_token * tokens_per_s / (peak * 1e12 * r.world) if peak else None,
+        "consumed_samples": done * r.layout.global_batch,
+        "seconds": seconds,
+    }
+    record.update(memory_gb(r.comm))
+    return record
+
+
+def loop(r: Run, on_checkpoint: Optional[Callable[[int, Path, dict], None]] = None) -> dict:
+    cfg, max_steps = r.cfg, r.cfg.train.max_steps
+    run_dir = Path(cfg.run_dir)
+    metrics = MetricsLog(run_dir, r.rank == 0, r.start_step, tensorboard=cfg.metrics.tensorboard)
+    sample_log = _SampleLog(run_dir, r.rank, r.start_step) if cfg.debug.record_samples else None
+    peak = peak_tflops(cfg.metrics.peak_tflops, cfg.train.precision)
+    lr_at = deepspeed_engine.lr_lambda(cfg)
+    summary = {"run_dir": str(run_dir), "start_step": r.start_step, "max_steps": max_steps}
+    bar = _progress_bar(cfg, r.rank, r.start_step, max_steps)
+    prefetch = Prefetcher(r.train_set, r.layout, r.rank, r.start_step, max_steps, r.device, cfg.data.prefetch)
+    interval = _Interval(r.device)
+    with prefetch, bar, (_redirect_logging() if not bar.disable else contextlib.nullcontext()):
+        batches = iter(prefetch)
+        for step in range(r.start_step, max_steps):
+            step_loss, read = train_step(r.engine, batches, r.layout.grad_accum_steps, r.device)
+            interval.add(step_loss)
             done = step + 1
             if sample_log:
-                sample_log.write(done, world, read)
-            record = {
-                "step": done,
-                "loss": loss_value,
-                "lr": cfg.optim.lr * lr_at(step),
-                "grad_norm": _grad_norm(engine),
-                "tokens_per_s": seq_tokens / seconds,
-                "mfu": (flops_per_token * seq_tokens / seconds) / (peak * 1e12 * world) if peak else None,
-                "consumed_samples": done * layout.global_batch,
-                "seconds": seconds,
-            }
-            if val_set is not None and (
-                done == max_steps
-                or (cfg.train.eval_every_steps and done % cfg.train.eval_every_steps == 0)
-            ):
-                record["val_loss"] = evaluate(engine, val_set, cfg, rank, world)
-                record["val_ppl"] = math.exp(min(record["val_loss"], 80.0))
+                sample_log.write(done, r.world, read)
             bar.update(1)
-            bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{record['lr']:.2e}",
-                            tok_s=f"{record['tokens_per_s']:.0f}", refresh=False)
-            if done % cfg.train.log_every_steps == 0 or done == max_steps or "val_loss" in record:
-                record.update(memory_gb(_reduce))
-                metrics.write(record)
-                log.info(
-                    "step %d/%d  loss %.4f  lr %.2e  grad %.3f  %.0f tok/s%s  mem %.2f GB%s", done, max_steps,
-                    loss_value, record["lr"], record["grad_norm"] or float("nan"), record["tokens_per_s"],
-                    f"  mfu {record['mfu']:.1%}" if record["mfu"] is not None else "",
-                    record.get("cuda_max_allocated_gb") or record["rss_gb"],
-                    f"  val_loss {record['val_loss']:.4f} ppl {record['val_ppl']:.1f}" if "val_loss" in record else "",
-                )
-            summary.setdefault("first_loss", loss_value)
-            summary["last_loss"] = loss_value
-            if "val_loss" in record:
-                summary["val_loss"] = record["val_loss"]
             every = cfg.checkpoint.every_steps
-            if (every > 0 and done % every == 0) or (done == max_steps and cfg.checkpoint.at_end):
-                path = ckpt.save(
-                    engine,
-                    done,
-                    {
-                        "step": done,
-                        "consumed_samples": done * layout.global_batch,
-                        "global_batch": layout.global_batch,
-                        "world_size": world,
-                        "zero_stage": cfg.zero.stage,
-                        "precision": cfg.train.precision,
-                        "data_seed": cfg.data.seed,
-                        "data_fingerprint": fingerprint,
-                    },
-                    config_yaml=config_yaml,
+            save = (every > 0 and done % every == 0) or (done == max_steps and cfg.checkpoint.at_end)
+            evaluate_now = r.val_set is not None and (
+                done == max_steps or (cfg.train.eval_every_steps and done % cfg.train.eval_every_steps == 0))
+            if not (save or evaluate_now or done == r.start_step + 1 or done == max_steps
+                    or done % cfg.train.log_every_steps == 0):
+                continue
+            record = _record(r, done, interval, lr_at, peak)
+            if evaluate_now:
+                record["val_loss"] = evaluate(r)
+                record["val_ppl"] = math.exp(min(record["val_loss"], 80.0))
+                summary["val_loss"] = record["val_loss"]
+            metrics.write(record)
+            _log_line(record, max_steps, bar)
+            summary.setdefault("first_loss", record["loss"])
+            summary["last_loss"] = record["loss"]
+            if save:
+                path = r.ckpt.save(
+                    r.engine, done,
+                    {"step": done, "consumed_samples": done * r.layout.global_batch,
+                     "global_batch": r.layout.global_batch, "world_size": r.world, "zero_stage": cfg.zero.stage,
+                     "precision": cfg.train.precision, "data_seed": cfg.data.seed,
+                     "data_fingerprint": r.fingerprint},
+                    config_yaml=r.config_yaml,
                     sleep_s=cfg.debug.sleep_in_save_s if cfg.debug.sleep_in_save_step in (0, done) else 0.0,
                 )
                 log.info("checkpoint %s", path)
                 if on_checkpoint:
                     on_checkpoint(done, path, record)
-
+            interval = _Interval(r.device)  # evaluation and saving are not training time
     metrics.close()
-    if rank == 0:
-        summary["final_step"] = max(start_step, max_steps)
+    if r.rank == 0:
+        summary["final_step"] = max(r.start_step, max_steps)
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    ds.shutdown()
     return summary
 
 
-def _grad_norm(engine):
-    norm = engine.get_global_grad_norm()
-    if norm is None:
-        return None
-    return float(norm)
+def run(cfg: PretrainConfig, on_checkpoint: Optional[Callable[[int, Path, dict], None]] = None) -> dict:
+    """Train until cfg.train.max_steps; returns a summary (rank 0's view).
+
+    on_checkpoint(step, path, metrics) runs on every rank after each complete checkpoint
+    (launch/ray_cluster.py reports it to Ray Train)."""
+    r = build(cfg)
+    summary = loop(r, on_checkpoint)
+    deepspeed_engine.shutdown()
+    return summary
+
+
+def _log_line(record: dict, max_steps: int, bar) -> None:
+    bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}", tok_s=f"{record['tokens_per_s']:.0f}",
+                    refresh=False)
+    log.info(
+        "step %d/%d  loss %.4f  lr %.2e  grad %.3f  %.0f tok/s%s  mem %.2f GB%s", record["step"], max_steps,
+        record["loss"], record["lr"], record["grad_norm"] or float("nan"), record["tokens_per_s"],
+        f"  mfu {record['mfu']:.1%}" if record["mfu"] is not None else "",
+        record.get("cuda_max_allocated_gb") or record["rss_gb"],
+        f"  val_loss {record['val_loss']:.4f} ppl {record['val_ppl']:.1f}" if "val_loss" in record else "",
+    )
 
 
 def _progress_bar(cfg: PretrainConfig, rank: int, start: int, total: int):

@@ -1,6 +1,7 @@
 """Every shipped config composes, and a wrong key or type stops a job before any work."""
 
 
+import re
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
@@ -73,3 +74,27 @@ def test_cli_fails_at_once_naming_the_key():
     proc = run_module("dataprep", "filters.min_chars=many", check=False, timeout=60)
     assert proc.returncode != 0
     assert "filters.min_chars" in proc.stderr + proc.stdout
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.precision=fp8", "train.precision must be one of fp32, bf16, fp16"),
+    ("train.micro_batch_size=0", "train.micro_batch_size must be >= 1"),
+    ("train.log_every_steps=0", "train.log_every_steps must be >= 1"),
+    ("zero.stage=4", "zero.stage must be one of 0, 1, 2, 3"),
+    ("zero.offload_param=true", "zero.offload_param needs zero.stage=3"),
+    ("data.val_fraction=1.5", "data.val_fraction must be in [0, 1)"),
+    ("optim.betas=[0.9]", "optim.betas must be two numbers"),
+    ("cluster.name=bogus", "cluster.name must be one of"),
+])
+def test_values_are_checked_by_the_schema_naming_the_key(override, message):
+    """Every job builds its config through the schema, so a bad value stops each the same way."""
+    with pytest.raises(ValueError, match=re.escape(message)):
+        OmegaConf.to_object(_compose("pretrain", [override]))
+
+
+def test_a_bad_value_stops_the_cli_before_any_work():
+    for module in ("pretrain", "launch"):
+        proc = run_module(module, "train.precision=fp8", check=False, timeout=60)
+        assert proc.returncode != 0
+        assert f"{module}: train.precision must be one of fp32, bf16, fp16, not 'fp8'" in proc.stderr
+        assert "Traceback" not in proc.stderr

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from dataprep.shards import ShardWriter
-from pretrain.data import BatchLayout, PackedSamples, TokenStream
+from pretrain.data import BatchLayout, PackedSamples, TokenStream, WindowOrder
 
 
 @pytest.fixture()
@@ -47,11 +47,16 @@ def test_epoch_covers_every_train_window_once_and_val_is_disjoint(manifest):
     path, _, _ = manifest
     train = PackedSamples(TokenStream(path), 64, seed=1, split="train", val_fraction=0.1)
     val = PackedSamples(TokenStream(path), 64, seed=1, split="val", val_fraction=0.1)
+    n_windows = (TokenStream(path).num_tokens - 1) // 64
     epoch = [train.window(i) for i in range(len(train))]
-    assert sorted(epoch) == sorted(train.windows.tolist())
-    assert len(set(epoch)) == len(epoch)
-    assert not set(epoch) & set(val.windows.tolist())
-    assert len(val) == round((len(train) + len(val)) * 0.1)
+    assert len(set(epoch)) == len(epoch) == len(train)
+    held_out = set(val.windows(np.arange(len(val))).tolist())
+    assert not set(epoch) & held_out
+    assert set(epoch) | held_out == set(range(n_windows))
+    assert len(val) == round(n_windows * 0.1)
+    # The next epoch is another order of the same windows.
+    second = train.windows(np.arange(len(train), 2 * len(train))).tolist()
+    assert sorted(second) == sorted(epoch) and second != epoch
 
 
 def test_ranks_take_disjoint_consecutive_slices():
@@ -85,3 +90,63 @@ def test_data_fingerprint_follows_the_shards_not_the_path(manifest):
     assert data_fingerprint(moved) == data_fingerprint(m)
     moved["shards"][0]["bin_sha256"] = "0" * 64
     assert data_fingerprint(moved) != data_fingerprint(m)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 7, 64, 65, 1000, 4099])
+def test_window_order_is_a_bijection(n):
+    order = WindowOrder(n, (5, 1))
+    image = order(np.arange(n))
+    assert sorted(image.tolist()) == list(range(n))
+    assert np.array_equal(image, WindowOrder(n, (5, 1))(np.arange(n)))  # a pure function of the key
+    if n > 10:
+        assert not np.array_equal(image, np.arange(n))  # it shuffles
+        assert not np.array_equal(image, WindowOrder(n, (5, 2))(np.arange(n)))
+    assert order(n - 1) == image[n - 1]  # one index alone: the same answer
+    with pytest.raises(IndexError):
+        order(n)
+
+
+def test_window_order_costs_nothing_up_front_at_any_size():
+    """10^12 windows: building the order and reading any index is instant and holds no table."""
+    import time, tracemalloc
+
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    order = WindowOrder(10**12, (1, 0))
+    picks = order(np.array([0, 1, 10**12 - 1, 123456789012]))
+    assert time.perf_counter() - t0 < 0.5
+    assert tracemalloc.get_traced_memory()[1] < 1 << 20
+    tracemalloc.stop()
+    assert len(set(picks.tolist())) == 4 and all(0 <= p < 10**12 for p in picks.tolist())
+
+
+def test_prefetcher_yields_what_direct_reads_give_in_order(manifest):
+    import torch
+
+    from pretrain.loader import Prefetcher
+
+    path, _, _ = manifest
+    samples = PackedSamples(TokenStream(path), 32, seed=2)
+    layout = BatchLayout(micro_batch_size=3, grad_accum_steps=2, world_size=2)
+    with Prefetcher(samples, layout, rank=1, start_step=5, end_step=9, device=torch.device("cpu"), depth=2) as p:
+        got = list(p)
+    expected = [(s, m) for s in range(5, 9) for m in range(2)]
+    assert [(b.step, b.micro) for b in got] == expected
+    for b, (s, m) in zip(got, expected):
+        assert list(b.indices) == list(layout.indices(s, m, 1))
+        x, y = samples.batch(b.indices)
+        assert torch.equal(b.inputs, x) and torch.equal(b.targets, y)
+
+
+def test_prefetcher_hands_a_read_error_to_the_training_thread(manifest):
+    import torch
+
+    from pretrain.loader import Prefetcher
+
+    path, _, _ = manifest
+    samples = PackedSamples(TokenStream(path), 32, seed=2)
+    samples.stream.shards[0].tokens = None  # a shard that cannot be read
+    layout = BatchLayout(micro_batch_size=2, grad_accum_steps=1, world_size=1)
+    with pytest.raises(TypeError):
+        with Prefetcher(samples, layout, rank=0, start_step=0, end_step=50, device=torch.device("cpu")) as p:
+            list(p)

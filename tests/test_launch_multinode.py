@@ -15,12 +15,13 @@ import pytest
 
 from conftest import REPO, SHARED_DATA, run_module
 from launch.plan import hydra_quote
-from launch.ports import free_port
+from pretrain.comm import free_port
 from test_launch import hostile
 
 pytestmark = pytest.mark.slow
 PY = sys.executable
-TINY = ("model=tiny", "train.max_steps=8", "checkpoint.every_steps=2", "train.micro_batch_size=4")
+TINY = ("model=tiny", "train.max_steps=8", "checkpoint.every_steps=2", "train.micro_batch_size=4",
+        "train.log_every_steps=1")
 
 
 def losses(run_dir: Path) -> list[float]:

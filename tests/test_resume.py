@@ -66,7 +66,7 @@ def test_other_flags_are_left_alone(saved_run):
 
 def test_checkpoints_this_run_cannot_continue_exactly_are_refused(saved_run):
     from pretrain.data import BatchLayout
-    from pretrain.train import check_resumable
+    from pretrain.resume import check_resumable
 
     cfg = _compose(["zero=stage2"])
     info = {"step": 4, "global_batch": 8, "world_size": 2, "zero_stage": 2, "precision": "fp32",
@@ -101,7 +101,7 @@ N = 4
 def _args(corpus, run_dir, steps):
     return [f"data.manifest={corpus / 'manifest.json'}", f"run_dir={run_dir}", "zero=stage3",
             f"train.max_steps={steps}", f"optim.lr_decay_steps={2 * N}", f"checkpoint.every_steps={N // 2}",
-            "train.micro_batch_size=4", "optim.warmup_steps=2", "data.seed=5"]
+            "train.micro_batch_size=4", "optim.warmup_steps=2", "data.seed=5", "train.log_every_steps=1"]
 
 
 def _metrics(run_dir):

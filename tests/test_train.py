@@ -22,7 +22,7 @@ def _args(corpus, run_dir, **changes):
     """The straight run's overrides; `changes` ({"train.max_steps": 8, ...}) replace or add keys."""
     args = {"data.manifest": corpus / "manifest.json", "run_dir": run_dir, "train.max_steps": STEPS,
             "checkpoint.every_steps": EVERY, "train.micro_batch_size": 4, "optim.warmup_steps": 4,
-            "data.seed": 3, **changes}
+            "data.seed": 3, "train.log_every_steps": 1, **changes}
     return [f"{k}={v}" for k, v in args.items()]
 
 
