@@ -25,9 +25,7 @@ body under the original headers.
 
 from __future__ import annotations
 
-import fnmatch
 import io
-import posixpath
 import re
 import zlib
 from dataclasses import dataclass
@@ -36,6 +34,8 @@ from typing import BinaryIO, Iterator, Optional
 
 import fsspec
 from fastwarc.warc import ArchiveIterator, WarcRecordType
+
+from dataprep.readers import file_name
 
 DOC_TYPES = WarcRecordType.response | WarcRecordType.resource | WarcRecordType.conversion
 DOC_TYPE_NAMES = {b"response", b"resource", b"conversion"}
@@ -62,26 +62,6 @@ class RawRecord:
     charset: Optional[str]
     drop_reason: Optional[str] = None  # set when the record cannot become a document
     raw_bytes: int = 0  # bytes of the record's stored payload (before HTTP decoding)
-
-
-# --- inputs ---------------------------------------------------------------------------------------
-
-def list_inputs(input_dir: str, patterns: list[str]) -> list[str]:
-    """Files of `input_dir` (a local folder or an fsspec URL) whose names match any pattern,
-    sorted; local paths come back as paths, others as URLs with their protocol."""
-    fs, root = fsspec.core.url_to_fs(str(input_dir))
-    if not fs.isdir(root):
-        raise FileNotFoundError(f"ingest.input_dir={input_dir}: no such folder")
-    names = sorted(
-        p for p in fs.ls(root, detail=False)
-        if fs.isfile(p) and any(fnmatch.fnmatch(posixpath.basename(p), pat) for pat in patterns)
-    )
-    local = fs.protocol in ("file", "local") or "file" in fs.protocol
-    return [p if local else fs.unstrip_protocol(p) for p in names]
-
-
-def file_name(path: str | Path) -> str:
-    return posixpath.basename(str(path).rstrip("/"))
 
 
 # --- records --------------------------------------------------------------------------------------

@@ -14,9 +14,6 @@ Everything here works on per-document token counts, never on the tokens themselv
 
 from __future__ import annotations
 
-import glob
-import gzip
-import json
 import re
 import zlib
 from dataclasses import dataclass, field
@@ -27,6 +24,7 @@ import numpy as np
 
 from dataprep import documents
 from dataprep.config import MixtureConfig, MixtureSourceConfig
+from dataprep.readers import glob_files, read_jsonl
 
 KINDS = ("crawl", "text", "jsonl", "parquet")
 SPLITS = ("file", "headings", "chunks")
@@ -81,7 +79,7 @@ def check(cfg: MixtureConfig) -> None:
 
 
 def source_files(name: str, s: MixtureSourceConfig) -> list[Path]:
-    files = sorted({Path(p) for pattern in s.paths for p in glob.glob(pattern) if Path(p).is_file()})
+    files = glob_files(s.paths)
     if not files:
         raise FileNotFoundError(f"mixture.sources.{name}.paths={list(s.paths)}: no file matches")
     return files
@@ -138,12 +136,6 @@ def _field(row: dict, dotted: str):
     return row
 
 
-def _open_text(path: Path):
-    with open(path, "rb") as f:
-        gz = f.read(2) == b"\x1f\x8b"
-    return gzip.open(path, "rt", encoding="utf-8") if gz else open(path, encoding="utf-8")
-
-
 def read_source_file(path: Path, name: str, s: MixtureSourceConfig) -> Iterator[dict]:
     """Documents of one file of source `name`; a document without text has drop_reason 'empty'.
 
@@ -169,11 +161,8 @@ def read_source_file(path: Path, name: str, s: MixtureSourceConfig) -> Iterator[
         for i, part in enumerate(split_text(text, s.split, s.chunk_chars)):
             yield doc(i, part)
     elif s.kind == "jsonl":
-        with _open_text(path) as f:
-            for i, line in enumerate(f):
-                if line.strip():
-                    row = json.loads(line)
-                    yield doc(i, _field(row, s.text_field), _field(row, s.id_field), _field(row, s.url_field))
+        for i, row in read_jsonl(path):
+            yield doc(i, _field(row, s.text_field), _field(row, s.id_field), _field(row, s.url_field))
     elif s.kind == "parquet":
         i = 0
         for batch in documents.open_parquet(path).iter_batches(batch_size=1024):

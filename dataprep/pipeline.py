@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 from dataprep import documents, extract, filters, ingest, langid, mixture, quality, tokenize
 from dataprep.config import DataprepConfig, MixtureSourceConfig, QualityConfig
 from dataprep.dedup_stages import Deduplicator
+from dataprep.readers import file_name, list_inputs, task_name
 from dataprep.shards import IndexedShard, ShardWriter, dtype_for_vocab, sha256_file
 from dataprep.stats import drop, format_rows, merge, stage_stats, table
 from dataprep.tasks import TaskRunner, ray_session, write_json
@@ -41,15 +42,9 @@ from dataprep.tasks import TaskRunner, ray_session, write_json
 log = logging.getLogger("dataprep")
 
 
-def task_name(path: Path | str) -> str:
-    return ingest.file_name(path).replace(".", "_")
-
-
 def input_files(cfg: DataprepConfig) -> list[Path | str]:
     """Input archives: local paths, or URLs when ingest.input_dir is an fsspec URL."""
-    files = ingest.list_inputs(cfg.ingest.input_dir, list(cfg.ingest.patterns))
-    if not files:
-        raise FileNotFoundError(f"no file in {cfg.ingest.input_dir} matches ingest.patterns={list(cfg.ingest.patterns)}")
+    files = list_inputs(cfg.ingest.input_dir, cfg.ingest.patterns, "ingest.")
     return [Path(f) if "://" not in f else f for f in files]
 
 
@@ -81,7 +76,7 @@ def extract_task(path: str, kept_out: str, dropped_out: str, cfg: DataprepConfig
     for rec in ingest.read_records(path, cfg.ingest.max_payload_bytes):
         ex["docs_in"] += 1
         ex["bytes_in"] += rec.raw_bytes
-        doc = documents.new_document(rec.id, "", rec.url, ingest.file_name(path), rec.date)
+        doc = documents.new_document(rec.id, "", rec.url, file_name(path), rec.date)
         if rec.drop_reason is None:
             try:
                 text, how = extract.decode_with_status(rec.payload, rec.charset)

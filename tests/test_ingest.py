@@ -11,7 +11,8 @@ from fastwarc.warc import ArchiveIterator
 
 from conftest import SHARED_DATA
 from dataprep import extract, ingest
-from dataprep.ingest import DOC_TYPES, list_inputs, read_records
+from dataprep.ingest import DOC_TYPES, read_records
+from dataprep.readers import list_inputs
 
 WARC = SHARED_DATA / "warc"
 PER_RECORD = WARC / "cc-main-2020-34_resiliparse_warcfile.warc.gz"  # 50 gzip members, 16 responses
@@ -206,5 +207,7 @@ def test_fsspec_urls_read_like_local_paths(tmp_path, good):
     finally:
         fs.rm("/ccp-test", recursive=True)
     with pytest.raises(FileNotFoundError, match="ingest.input_dir"):
-        list_inputs(str(tmp_path / "nowhere"), ["*"])
+        list_inputs(str(tmp_path / "nowhere"), ["*"], "ingest.")
+    with pytest.raises(FileNotFoundError, match=r"ingest\.patterns=\['\*\.arc'\]"):
+        list_inputs(str(WARC.parent / "text"), ["*.arc"], "ingest.")
 
