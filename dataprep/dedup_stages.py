@@ -466,15 +466,8 @@ class Deduplicator:
     optionally cfg.quality_column), run as Ray stages over files in work_dir."""
 
     def __init__(self, cfg: DedupConfig, work_dir: str | Path, runner: type[TaskRunner] = TaskRunner):
-        """runner runs each stage's tasks (a TaskRunner, or a subclass that also records them)."""
-        if cfg.hashfunc not in dedup.SHINGLE_HASHES:
-            raise ValueError(f"dedup.hashfunc={cfg.hashfunc!r}: choose one of {sorted(dedup.SHINGLE_HASHES)}")
-        if (cfg.bands is None) != (cfg.rows is None):
-            raise ValueError("dedup.bands and dedup.rows go together: set both, or neither")
-        if cfg.bands is not None and cfg.bands * cfg.rows > cfg.num_perm:
-            raise ValueError(f"dedup.bands * dedup.rows = {cfg.bands * cfg.rows} > dedup.num_perm = {cfg.num_perm}")
-        if not 0 < cfg.threshold < 1:
-            raise ValueError(f"dedup.threshold={cfg.threshold}: must be in (0, 1)")
+        """runner runs each stage's tasks (a TaskRunner, or a subclass that also records them).
+        The settings were checked when cfg was made (DedupConfig.__post_init__)."""
         self.cfg, self.runner = cfg, runner
         self.work = Path(work_dir)
         self.bands, self.rows = ((cfg.bands, cfg.rows) if cfg.bands is not None else

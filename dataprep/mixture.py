@@ -23,67 +23,8 @@ from typing import Iterator
 import numpy as np
 
 from dataprep import documents
-from dataprep.config import MixtureConfig, MixtureSourceConfig
-from dataprep.readers import glob_files, read_jsonl
-
-KINDS = ("crawl", "text", "jsonl", "parquet")
-SPLITS = ("file", "headings", "chunks")
-
-
-# --- configuration -----------------------------------------------------------------------------
-
-def sources_of(cfg: MixtureConfig) -> dict[str, MixtureSourceConfig]:
-    """The configured sources; no sources means the crawl alone."""
-    return dict(cfg.sources) if cfg.sources else {"crawl": MixtureSourceConfig(kind="crawl", weight=1.0)}
-
-
-def size_of(cfg: MixtureConfig) -> tuple[int | None, str | None, float | None]:
-    """(total_tokens, anchor, anchor_epochs); no sources and no size means one crawl epoch."""
-    if not cfg.sources and cfg.total_tokens is None and cfg.anchor is None:
-        return None, "crawl", 1.0
-    return cfg.total_tokens, cfg.anchor, cfg.anchor_epochs
-
-
-def check(cfg: MixtureConfig) -> None:
-    """Raise ValueError naming the key of any inconsistent setting, before any work is done."""
-    sources = sources_of(cfg)
-    for name, s in sources.items():
-        key = f"mixture.sources.{name}"
-        if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
-            raise ValueError(f"{key}: a source name may hold letters, digits, '_' and '-' only")
-        if s.kind not in KINDS:
-            raise ValueError(f"{key}.kind={s.kind!r}: must be one of {', '.join(KINDS)}")
-        if s.split not in SPLITS:
-            raise ValueError(f"{key}.split={s.split!r}: must be one of {', '.join(SPLITS)}")
-        if not s.weight > 0:
-            raise ValueError(f"{key}.weight={s.weight}: must be positive")
-        if s.chunk_chars <= 0:
-            raise ValueError(f"{key}.chunk_chars={s.chunk_chars}: must be positive")
-        if s.kind == "crawl" and s.paths:
-            raise ValueError(f"{key}.paths: a crawl source is this job's dedup output, it takes no paths")
-        if s.kind != "crawl":
-            source_files(name, s)
-    total, anchor, epochs = size_of(cfg)
-    if (total is None) == (anchor is None):
-        raise ValueError("mixture: set either mixture.total_tokens or mixture.anchor with "
-                         "mixture.anchor_epochs (the mixture's size), not both")
-    if total is not None and total <= 0:
-        raise ValueError(f"mixture.total_tokens={total}: must be positive")
-    if anchor is not None:
-        if anchor not in sources:
-            raise ValueError(f"mixture.anchor={anchor!r} is not one of mixture.sources ({', '.join(sources)})")
-        if epochs is None or not epochs > 0:
-            raise ValueError(f"mixture.anchor_epochs={epochs}: must be positive when mixture.anchor is set")
-    if not 0 < cfg.tolerance < 1:
-        raise ValueError(f"mixture.tolerance={cfg.tolerance}: must be in (0, 1)")
-
-
-def source_files(name: str, s: MixtureSourceConfig) -> list[Path]:
-    files = glob_files(s.paths)
-    if not files:
-        raise FileNotFoundError(f"mixture.sources.{name}.paths={list(s.paths)}: no file matches")
-    return files
-
+from dataprep.config import MixtureSourceConfig
+from dataprep.readers import read_jsonl
 
 # --- reading a source's files into documents ----------------------------------------------------
 

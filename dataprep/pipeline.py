@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 from dataprep import documents, extract, filters, ingest, langid, mixture, quality, tokenize
 from dataprep.config import DataprepConfig, MixtureSourceConfig, QualityConfig
 from dataprep.dedup_stages import Deduplicator
-from dataprep.readers import file_name, list_inputs, task_name
+from dataprep.readers import file_name, glob_files, list_inputs, task_name
 from dataprep.shards import IndexedShard, ShardWriter, dtype_for_vocab, sha256_file
 from dataprep.stats import drop, format_rows, merge, stage_stats, table
 from dataprep.tasks import TaskRunner, ray_session, write_json
@@ -222,11 +222,9 @@ class Pipeline:
         self.files = input_files(cfg)
         self.names = [task_name(p) for p in self.files]
         self.stats: dict[str, dict] = {}
-        mixture.check(cfg.mixture)  # a wrong mixture stops the job before any work
-        quality.check(cfg.quality)  # so does a wrong quality selection or model path
-        self.sources = mixture.sources_of(cfg.mixture)
+        self.sources = cfg.mixture.sources_or_crawl()
         self.source_tasks = {  # source -> {task: file} for sources read from files
-            name: {task_name(f): f for f in mixture.source_files(name, src)}
+            name: {task_name(f): f for f in glob_files(src.paths)}
             for name, src in self.sources.items() if src.kind != "crawl"
         }
 
@@ -441,7 +439,7 @@ class Pipeline:
             meta[name] = pa.concat_tables(tables) if tables else TOKENS_SCHEMA.empty_table()
             starts[name] = np.cumsum([0] + [tb.num_rows for tb in tables])
             lengths[name] = meta[name].column("tokens").to_numpy()
-        total, anchor, epochs = mixture.size_of(m)
+        total, anchor, epochs = m.size()
         mix = mixture.plan(lengths, {n: s.weight for n, s in self.sources.items()}, total_tokens=total,
                            anchor=anchor, anchor_epochs=epochs, seed=m.seed, tolerance=m.tolerance)
         names = list(self.sources)

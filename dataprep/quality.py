@@ -165,12 +165,3 @@ def keep(doc_id: str, score: float, mode: str, threshold: float, alpha: float, s
 def histogram(scores: np.ndarray, bins: int = 10) -> list[int]:
     return np.histogram(np.asarray(scores, dtype=np.float64), bins=bins, range=(0.0, 1.0))[0].tolist()
 
-
-def check(cfg) -> None:
-    """Stop a job with a wrong quality config before any work (cfg: a QualityConfig)."""
-    if not cfg.enabled:
-        return
-    if cfg.selection not in ("pareto", "threshold", "none"):
-        raise ValueError(f"quality.selection={cfg.selection!r}: expected pareto, threshold or none")
-    if cfg.model_path:
-        load(cfg.model_path)  # exists and is a quality classifier

@@ -23,7 +23,7 @@ from scipy.sparse.csgraph import connected_components as connected_components_sc
 
 from conftest import SHARED_DATA, run_module
 from dataprep import dedup
-from dataprep.config import DedupConfig
+from dataprep.config import SHINGLE_HASHES, DedupConfig
 from dataprep.dedup_stages import BAND_RECORD_BYTES, Deduplicator, connected_components
 
 WORD = re.compile(r"\w+")
@@ -396,6 +396,11 @@ def test_bad_settings_stop_before_work(tmp_path):
                        (dict(bands=20, rows=10), "num_perm"), (dict(threshold=1.0), "threshold")):
         with pytest.raises(ValueError, match=match):
             Deduplicator(DedupConfig(**bad), tmp_path)
+    assert not any(tmp_path.iterdir())
+    assert set(SHINGLE_HASHES) == set(dedup.SHINGLE_HASHES)  # the schema's choices are the signer's
+    proc = run_module("dataprep.dedup_job", f"input_dir={tmp_path}", f"output_dir={tmp_path}/out",
+                      "dedup.hashfunc=md5", check=False, timeout=120)
+    assert proc.returncode != 0 and "dedup.hashfunc='md5'" in proc.stdout + proc.stderr
     assert not any(tmp_path.iterdir())
 
 
