@@ -10,7 +10,7 @@ import pytest
 from fastwarc.warc import ArchiveIterator
 
 from conftest import SHARED_DATA
-from dataprep import extract, ingest
+from dataprep import extract, gzip_members, ingest
 from dataprep.ingest import DOC_TYPES, read_records
 from dataprep.readers import list_inputs
 
@@ -47,8 +47,8 @@ def buffers(request, monkeypatch):
     """Every case again with reads and zlib feeds far smaller than a member, so members and
     damage straddle buffer boundaries."""
     if request.param == "small-buffers":
-        monkeypatch.setattr(ingest, "READ_CHUNK", 1000)
-        monkeypatch.setattr(ingest, "FEED_CHUNK", 97)
+        monkeypatch.setattr(gzip_members, "READ_CHUNK", 1000)
+        monkeypatch.setattr(gzip_members, "FEED_CHUNK", 97)
         monkeypatch.setattr(ingest, "BLOCK_BYTES", 5000)
 
 
