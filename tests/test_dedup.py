@@ -24,7 +24,8 @@ from scipy.sparse.csgraph import connected_components as connected_components_sc
 from conftest import SHARED_DATA, run_module
 from dataprep import dedup
 from dataprep.config import SHINGLE_HASHES, DedupConfig
-from dataprep.dedup_stages import BAND_RECORD_BYTES, Deduplicator, connected_components
+from dataprep.dedup_components import connected_components
+from dataprep.dedup_stages import BAND_RECORD_BYTES, Deduplicator
 
 WORD = re.compile(r"\w+")
 NGRAM = 5
@@ -369,7 +370,7 @@ def test_rerun_redoes_only_deleted_tasks_and_ends_identical(tmp_path, ray_local)
         assert (marker.stat().st_mtime_ns != mtime) == (marker in redo), marker
 
     with pytest.raises(ValueError, match="threshold"):  # other settings never mix with these files
-        Deduplicator(DedupConfig(memory_budget_mb=budget / 2**20, threshold=0.7), work).plan(list(docs.values()))
+        Deduplicator(DedupConfig(memory_budget_mb=budget / 2**20, threshold=0.7), work).layout(list(docs.values()))
 
 
 def test_partitions_and_budget_never_change_decisions(tmp_path, ray_local):
