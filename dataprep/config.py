@@ -16,7 +16,7 @@ from dataprep.readers import glob_files
 SOURCE_KINDS = ("crawl", "text", "jsonl", "parquet")
 TEXT_SPLITS = ("file", "headings", "chunks")
 QUALITY_SELECTIONS = ("pareto", "threshold", "none")
-SHINGLE_HASHES = ("wordhash", "sha1")  # dataprep/dedup.py's SHINGLE_HASHES
+SHINGLE_HASHES = ("wordhash", "sha1")  # dataprep/shingling.py's SHINGLE_HASHES
 
 
 @dataclass

@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from dataprep import dedup
 from dataprep.dedup_files import PartitionedWriter, read_columns
+from dataprep.shingling import fmix64
 from dataprep.tasks import TaskRunner
 
 log = logging.getLogger("dataprep")
@@ -30,7 +31,7 @@ def _write_records(node: np.ndarray, nbr: np.ndarray, outs: list[str]) -> None:
     """Records (node, nbr), each to the file of its node's partition."""
     table = pa.table({"node": node, "nbr": nbr})
     with PartitionedWriter(outs, table.schema) as out:
-        out.write(table, (dedup.fmix64(node) % np.uint64(len(outs))).astype(np.int64))
+        out.write(table, (fmix64(node) % np.uint64(len(outs))).astype(np.int64))
 
 
 def _both_ways(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -22,7 +22,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components as connected_components_scipy
 
 from conftest import SHARED_DATA, run_module
-from dataprep import dedup
+from dataprep import dedup, shingling
 from dataprep.config import SHINGLE_HASHES, DedupConfig
 from dataprep.dedup_components import connected_components
 from dataprep.dedup_stages import BAND_RECORD_BYTES, Deduplicator
@@ -178,7 +178,7 @@ EDGE_TEXTS = ["", "one", "a b c d e", "Straße ﬁne ẞ İstanbul 𝔘𝔫𝔦�
 def test_signatures_equal_datasketch(num_perm, seed, n):
     texts = crawl_texts()[:40] + EDGE_TEXTS
     sha1 = dedup.MinHasher(num_perm, seed, n, "sha1")(texts)
-    default = MinHash.bulk([list(dedup.shingles(t, n)) for t in texts], num_perm=num_perm, seed=seed)
+    default = MinHash.bulk([list(shingling.shingles(t, n)) for t in texts], num_perm=num_perm, seed=seed)
     assert np.array_equal(sha1, [m.hashvalues for m in default])  # a default datasketch MinHash
     fast = dedup.MinHasher(num_perm, seed, n, "wordhash")(texts)
     reference = MinHash.bulk([grams(t, n) for t in texts], num_perm=num_perm, seed=seed, hashfunc=wordhash)
@@ -398,7 +398,7 @@ def test_bad_settings_stop_before_work(tmp_path):
         with pytest.raises(ValueError, match=match):
             Deduplicator(DedupConfig(**bad), tmp_path)
     assert not any(tmp_path.iterdir())
-    assert set(SHINGLE_HASHES) == set(dedup.SHINGLE_HASHES)  # the schema's choices are the signer's
+    assert set(SHINGLE_HASHES) == set(shingling.SHINGLE_HASHES)  # the schema's choices are the signer's
     proc = run_module("dataprep.dedup_job", f"input_dir={tmp_path}", f"output_dir={tmp_path}/out",
                       "dedup.hashfunc=md5", check=False, timeout=120)
     assert proc.returncode != 0 and "dedup.hashfunc='md5'" in proc.stdout + proc.stderr
