@@ -3,7 +3,8 @@
 A task is one unit of work over one input (usually a file). When it has written its outputs
 (each by temporary name + rename) it writes a completion marker holding its statistics; a rerun
 after a crash skips every task with a marker, so only unfinished work is redone and the outputs
-end the same as an uninterrupted run's.
+end the same as an uninterrupted run's. A step the driver itself runs once (`once`) keeps its
+result in a marker the same way.
 """
 
 from __future__ import annotations

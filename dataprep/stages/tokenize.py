@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from dataprep.config import MixtureSourceConfig, TokenizerConfig
-from dataprep.documents import open_parquet, read_documents, write_table
+from dataprep.documents import open_parquet, read_documents, text_bytes, write_table
 from dataprep.layout import CorpusLayout
 from dataprep.shards import ShardWriter, dtype_for_vocab
 from dataprep.stages import StageInputs, source_task_name, sources
@@ -64,7 +64,7 @@ def tokenize_task(docs_path: str, tokenizer_path: str, eod_token: str, out_dir: 
             "bytes_in": n_bytes, "bytes_out": n_bytes, "seconds": time.perf_counter() - t0}
 
 
-def _text_bytes(docs_path: str) -> int:
+def _file_text_bytes(docs_path: str) -> int:
     """Bytes of the text column of a documents file, from the Parquet footer (no data read)."""
     md = pq.ParquetFile(docs_path).metadata
     col = md.schema.to_arrow_schema().get_field_index("text")
@@ -79,7 +79,7 @@ def training_texts(t: TokenizerConfig, mixture: dict[str, MixtureSourceConfig],
     wsum = sum(s.weight for s in mixture.values())
     for name, src in mixture.items():
         files = list(docs[name].values())
-        held = sum(_text_bytes(f) for f in files)
+        held = sum(_file_text_bytes(f) for f in files)
         budget = t.sample_bytes * src.weight / wsum
         keep = min(1.0, budget / held) if held else 0.0
         taken = 0
@@ -90,7 +90,7 @@ def training_texts(t: TokenizerConfig, mixture: dict[str, MixtureSourceConfig],
                 # A document is in the sample when its seeded hash falls below `keep`.
                 if keep < 1.0 and zlib.crc32(f"{t.seed}/{name}/{d['id']}".encode()) >= keep * 2**32:
                     continue
-                size = len(d["text"].encode("utf-8"))
+                size = text_bytes(d)
                 taken += size
                 sample["documents"] += 1
                 sample["bytes"] += size
