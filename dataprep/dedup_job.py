@@ -79,7 +79,7 @@ def run(cfg: DedupJobConfig) -> dict:
             _check_columns(str(p), pq.read_schema(p))
     names = [task_name(p) for p in files]
     work = out / "work"
-    deduplicator = Deduplicator(cfg.dedup, work)  # checks the settings before any work
+    deduplicator = Deduplicator(cfg.dedup, work)
     # Parquet is read in place; JSON lines are converted once, so later stages read columns fast.
     jsonl = {n: (str(p), str(work / "input" / f"{n}.parquet")) for n, p in zip(names, files) if p.suffix != ".parquet"}
     TaskRunner("input", work / "input").run(jsonl_to_parquet_task, jsonl)
