@@ -43,7 +43,7 @@ import ray
 from datasketch import MinHash
 from ray.cluster_utils import Cluster
 
-from dataprep import dedup
+from dataprep import dedup, shingling
 from dataprep.config import DedupConfig
 from dataprep.dedup_stages import BAND_RECORD_BYTES, COMPONENT_EDGE_BYTES, EXACT_RECORD_BYTES, Deduplicator
 from dataprep.documents import DOCUMENT_ROW_GROUP, write_table
@@ -76,7 +76,7 @@ def best_cpu_seconds(fn, repeat: int = 3) -> float:
 
 def bench_signatures(docs: list[str]) -> None:
     n = len(docs)
-    shingle_sets = lambda: [list(set(dedup.shingles(t, 5))) for t in docs]
+    shingle_sets = lambda: [list(set(shingling.shingles(t, 5))) for t in docs]
     sets = shingle_sets()
     t_sets = best_cpu_seconds(shingle_sets)
     t_bulk = best_cpu_seconds(lambda: MinHash.bulk(sets, num_perm=128, seed=1))

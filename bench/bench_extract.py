@@ -196,13 +196,13 @@ def bench_extract(bench_dir: Path, repeat: int) -> None:
 
 # ---------------------------------------------------------------- ingest + extract + language + filters
 def bench_pipeline(warc_dir: Path, repeat: int) -> None:
-    """The corpus job's per-file task (dataprep.pipeline.extract_task: ingest, decode, main
+    """The corpus job's per-file task (dataprep.stages.extract.extract_task: ingest, decode, main
     content, language id, Gopher + C4 filters) on every sample archive, on one core."""
     import tempfile
     from dataprep.config import DataprepConfig
-    from dataprep.ingest import list_inputs
+    from dataprep.readers import list_inputs
     from dataprep.langid import identify
-    from dataprep.pipeline import extract_task
+    from dataprep.stages.extract import extract_task
     cfg = DataprepConfig()
     files = list_inputs(str(warc_dir), list(cfg.ingest.patterns))
     identify("warm up: load the language model")  # once per worker process, not per file

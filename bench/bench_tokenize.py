@@ -64,7 +64,7 @@ def main() -> None:
     import ray
 
     from dataprep import documents, tokenize
-    from dataprep.pipeline import tokenize_task
+    from dataprep.stages.tokenize import tokenize_task
 
     tok_path = args.tokenizer or args.data_root / "tokenizer" / "gpt2" / "tokenizer.json"
     tok = tokenize.load_tokenizer(tok_path, EOD)

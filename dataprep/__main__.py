@@ -22,7 +22,7 @@ def main(cfg) -> None:
     if config.ray.submit_job:
         from hydra.core.hydra_config import HydraConfig
 
-        from launch.ray_job import submit
+        from dataprep.ray_job import submit
 
         sys.exit(submit("dataprep", list(HydraConfig.get().overrides.task), config.ray.address))
     run(config)

@@ -1,11 +1,22 @@
-"""Typed schema for `conf/dataprep.yaml`: unknown keys and wrong types stop the job at once."""
+"""Typed schema for `conf/dataprep.yaml`: unknown keys and wrong types stop the job at once, and so
+do wrong values: each config checks its own in `__post_init__`, when Hydra's config becomes
+these objects (`OmegaConf.to_object`), before any work; the message names the key."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
+
+from dataprep.readers import glob_files
+
+# The values some keys may take.
+SOURCE_KINDS = ("crawl", "text", "jsonl", "parquet")
+TEXT_SPLITS = ("file", "headings", "chunks")
+QUALITY_SELECTIONS = ("pareto", "threshold", "none")
+SHINGLE_HASHES = ("wordhash", "sha1")  # dataprep/shingling.py's SHINGLE_HASHES
 
 
 @dataclass
@@ -103,6 +114,15 @@ class QualityConfig:
     threshold: float = 0.5
     seed: int = 1
 
+    def __post_init__(self) -> None:
+        if not self.enabled:
+            return
+        if self.selection not in QUALITY_SELECTIONS:
+            raise ValueError(f"quality.selection={self.selection!r}: expected pareto, threshold or none")
+        if self.model_path:
+            from dataprep import quality  # noqa: PLC0415 - numpy and safetensors, only when needed
+            quality.load(self.model_path)  # exists and is a quality classifier
+
 
 @dataclass
 class DedupConfig:
@@ -134,6 +154,16 @@ class DedupConfig:
     memory_budget_mb: float = 1024
     # None: as many as the budget needs; a number: exactly that many, for every partitioned stage.
     partitions: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        if self.hashfunc not in SHINGLE_HASHES:
+            raise ValueError(f"dedup.hashfunc={self.hashfunc!r}: choose one of {sorted(SHINGLE_HASHES)}")
+        if (self.bands is None) != (self.rows is None):
+            raise ValueError("dedup.bands and dedup.rows go together: set both, or neither")
+        if self.bands is not None and self.bands * self.rows > self.num_perm:
+            raise ValueError(f"dedup.bands * dedup.rows = {self.bands * self.rows} > dedup.num_perm = {self.num_perm}")
+        if not 0 < self.threshold < 1:
+            raise ValueError(f"dedup.threshold={self.threshold}: must be in (0, 1)")
 
 
 @dataclass
@@ -191,6 +221,53 @@ class MixtureConfig:
     seed: int = 1
     # Achieved shares further than this from their targets are explained in the manifest.
     tolerance: float = 0.01
+
+    def sources_or_crawl(self) -> Dict[str, MixtureSourceConfig]:
+        """The configured sources; no sources means the crawl alone."""
+        return dict(self.sources) if self.sources else {"crawl": MixtureSourceConfig(kind="crawl", weight=1.0)}
+
+    def size(self) -> tuple[Optional[int], Optional[str], Optional[float]]:
+        """(total_tokens, anchor, anchor_epochs); no sources and no size means one crawl epoch."""
+        if not self.sources and self.total_tokens is None and self.anchor is None:
+            return None, "crawl", 1.0
+        return self.total_tokens, self.anchor, self.anchor_epochs
+
+    def __post_init__(self) -> None:
+        sources = self.sources_or_crawl()
+        for name, s in sources.items():
+            _check_source(name, s)
+        total, anchor, epochs = self.size()
+        if (total is None) == (anchor is None):
+            raise ValueError("mixture: set either mixture.total_tokens or mixture.anchor with "
+                             "mixture.anchor_epochs (the mixture's size), not both")
+        if total is not None and total <= 0:
+            raise ValueError(f"mixture.total_tokens={total}: must be positive")
+        if anchor is not None:
+            if anchor not in sources:
+                raise ValueError(f"mixture.anchor={anchor!r} is not one of mixture.sources ({', '.join(sources)})")
+            if epochs is None or not epochs > 0:
+                raise ValueError(f"mixture.anchor_epochs={epochs}: must be positive when mixture.anchor is set")
+        if not 0 < self.tolerance < 1:
+            raise ValueError(f"mixture.tolerance={self.tolerance}: must be in (0, 1)")
+
+
+def _check_source(name: str, s: MixtureSourceConfig) -> None:
+    """A source's values, named by its key (a source does not know its own name)."""
+    key = f"mixture.sources.{name}"
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
+        raise ValueError(f"{key}: a source name may hold letters, digits, '_' and '-' only")
+    if s.kind not in SOURCE_KINDS:
+        raise ValueError(f"{key}.kind={s.kind!r}: must be one of {', '.join(SOURCE_KINDS)}")
+    if s.split not in TEXT_SPLITS:
+        raise ValueError(f"{key}.split={s.split!r}: must be one of {', '.join(TEXT_SPLITS)}")
+    if not s.weight > 0:
+        raise ValueError(f"{key}.weight={s.weight}: must be positive")
+    if s.chunk_chars <= 0:
+        raise ValueError(f"{key}.chunk_chars={s.chunk_chars}: must be positive")
+    if s.kind == "crawl" and s.paths:
+        raise ValueError(f"{key}.paths: a crawl source is this job's dedup output, it takes no paths")
+    if s.kind != "crawl" and not glob_files(s.paths):
+        raise FileNotFoundError(f"{key}.paths={list(s.paths)}: no file matches")
 
 
 @dataclass

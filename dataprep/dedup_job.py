@@ -14,9 +14,6 @@ Out:
 
 from __future__ import annotations
 
-import fnmatch
-import gzip
-import json
 import logging
 import os
 import time
@@ -34,6 +31,7 @@ from omegaconf import MISSING, OmegaConf
 from dataprep.config import DedupConfig, RayConfig
 from dataprep.dedup_stages import Deduplicator
 from dataprep.documents import DOCUMENT_ROW_GROUP, open_parquet, write_table
+from dataprep.readers import list_inputs, read_jsonl, task_name
 from dataprep.tasks import TaskRunner, console_logging, ray_session, write_json
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
@@ -58,8 +56,7 @@ def register() -> None:
 def jsonl_to_parquet_task(path: str, out: str) -> dict:
     """JSON lines -> Parquet, every field kept (fields missing from some lines become nulls)."""
     t0 = time.perf_counter()
-    with (gzip.open if path.endswith(".gz") else open)(path, "rt", encoding="utf-8") as f:
-        rows = [json.loads(line) for line in f if line.strip()]
+    rows = [row for _, row in read_jsonl(path)]
     table = pa.Table.from_struct_array(pa.array(rows)) if rows else pa.table({"id": pa.array([], pa.string()),
                                                                               "text": pa.array([], pa.string())})
     _check_columns(path, table.schema)
@@ -73,24 +70,16 @@ def _check_columns(path: str, schema: pa.Schema) -> None:
         raise ValueError(f"{path}: no field {', '.join(missing)} (fields: {schema.names})")
 
 
-def _task_name(path: Path) -> str:
-    return path.name.replace(".", "_")
-
-
 def run(cfg: DedupJobConfig) -> dict:
     t0 = time.perf_counter()
-    root, out = Path(cfg.input_dir), Path(cfg.output_dir).resolve()
-    if not root.is_dir():
-        raise FileNotFoundError(f"input_dir={root}: no such folder")
-    files = sorted(p for p in root.iterdir() if p.is_file() and any(fnmatch.fnmatch(p.name, pat) for pat in cfg.patterns))
-    if not files:
-        raise FileNotFoundError(f"no file in {root} matches patterns={list(cfg.patterns)}")
+    out = Path(cfg.output_dir).resolve()
+    files = [Path(p) for p in list_inputs(cfg.input_dir, cfg.patterns)]
     for p in files:
         if p.suffix == ".parquet":
             _check_columns(str(p), pq.read_schema(p))
-    names = [_task_name(p) for p in files]
+    names = [task_name(p) for p in files]
     work = out / "work"
-    deduplicator = Deduplicator(cfg.dedup, work)  # checks the settings before any work
+    deduplicator = Deduplicator(cfg.dedup, work)
     # Parquet is read in place; JSON lines are converted once, so later stages read columns fast.
     jsonl = {n: (str(p), str(work / "input" / f"{n}.parquet")) for n, p in zip(names, files) if p.suffix != ".parquet"}
     TaskRunner("input", work / "input").run(jsonl_to_parquet_task, jsonl)

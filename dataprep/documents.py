@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Sequence
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from dataprep.stats import drop, stage_stats
 
 SCHEMA = pa.schema(
     [
@@ -102,3 +104,46 @@ def read_documents(path: str | Path, columns: list[str] | None = None) -> Iterat
     pf = open_parquet(path)
     for batch in pf.iter_batches(batch_size=1024, columns=columns):
         yield from batch.to_pylist()
+
+
+def text_bytes(doc: dict) -> int:
+    return len(doc["text"].encode("utf-8"))
+
+
+class DocumentSorter:
+    """One task's documents through one or more stages in order, each document kept or dropped
+    with its reason: for each stage it counts documents and bytes in and out and the drops by
+    reason (`stats[stage]`, as dataprep/stats.py). A document that passes the last stage is kept;
+    a dropped one gets its `drop_reason`. Leaving the `with` block without an error writes the
+    kept documents and, apart, the dropped ones, so that every count can be traced to rows."""
+
+    def __init__(self, kept_out: str | Path, dropped_out: str | Path, stages: Sequence[str]):
+        self.kept_out, self.dropped_out, self.last = kept_out, dropped_out, stages[-1]
+        self.stats = {stage: stage_stats() for stage in stages}
+        self._kept: list[dict] = []
+        self._dropped: list[dict] = []
+
+    def judge(self, stage: str, doc: dict, reason: str | None, bytes_in: int | None = None) -> bool:
+        """Count `doc` into `stage` (bytes_in: its text's bytes unless given, for a stage that
+        changes the text) and, when `reason` is None, out of it; else drop it. True: it passed."""
+        s = self.stats[stage]
+        s["docs_in"] += 1
+        s["bytes_in"] += text_bytes(doc) if bytes_in is None else bytes_in
+        if reason:
+            drop(s, reason)
+            doc["drop_reason"] = reason
+            self._dropped.append(doc)
+            return False
+        s["docs_out"] += 1
+        s["bytes_out"] += text_bytes(doc)
+        if stage == self.last:
+            self._kept.append(doc)
+        return True
+
+    def __enter__(self) -> "DocumentSorter":
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        if kind is None:
+            write_documents(self.dropped_out, self._dropped)
+            write_documents(self.kept_out, self._kept)

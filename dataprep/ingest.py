@@ -6,8 +6,9 @@ extracted), WET conversion records (text as is) and ARC records. Requests, metad
 records are not documents and are not counted.
 
 Bad input never stops a file and never costs a good record: gzip members are decompressed one at
-a time, so a corrupt member is skipped (the reader resyncs to the next member) and a truncated
-one yields the records it still holds whole; each loss is a record with a `drop_reason`:
+a time (dataprep/gzip_members.py), so a corrupt member is skipped (the reader resyncs to the next
+member) and a truncated one yields the records it still holds whole; each loss is a record with a
+`drop_reason`:
 
   corrupt_gzip   a gzip member that does not decompress (its records, when one header is legible)
   truncated      the record the file (or a gzip member) ends in the middle of
@@ -18,18 +19,15 @@ one yields the records it still holds whole; each loss is a record with a `drop_
   too_large      a payload over the size cap (not read)
   bad_record     a WARC/ARC record whose own header cannot be parsed
 
-HTTP transfer and content encodings (chunked, gzip, deflate, br) are undone here, each only when
-the body really is so encoded: crawlers (the 2008 ARC file, some wget WARCs) store the decoded
-body under the original headers.
+HTTP transfer and content encodings (chunked, gzip, deflate, br) are undone
+(dataprep/http_payload.py), each only when the body really is so encoded: crawlers (the 2008 ARC
+file, some wget WARCs) store the decoded body under the original headers.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import io
-import posixpath
 import re
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterator, Optional
@@ -37,18 +35,13 @@ from typing import BinaryIO, Iterator, Optional
 import fsspec
 from fastwarc.warc import ArchiveIterator, WarcRecordType
 
+from dataprep.gzip_members import gzip_members
+from dataprep.http_payload import decode_http_body, payload_problem
+from dataprep.readers import GZIP_MAGIC, file_name
+
 DOC_TYPES = WarcRecordType.response | WarcRecordType.resource | WarcRecordType.conversion
 DOC_TYPE_NAMES = {b"response", b"resource", b"conversion"}
-GZIP_MAGIC = b"\x1f\x8b\x08"
-READ_CHUNK = 1 << 20  # compressed bytes read at a time
-FEED_CHUNK = 1 << 16  # compressed bytes fed to zlib at a time (bounds what a corrupt member loses)
 BLOCK_BYTES = 8 << 20  # whole decompressed members batched into one parse of about this size
-
-# Payload kinds that are never HTML whatever the Content-Type says.
-BINARY_MAGIC = (b"%PDF", b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"PK\x03\x04", b"\x00\x00\x01\x00",
-                b"RIFF", b"\x1f\x8b", b"BM", b"ID3", b"OggS", b"\x00\x00\x00")
-HTML_SNIFF = re.compile(rb"<(!doctype\s+html|html|head|body|title|meta|div|p|table)[\s>/]", re.I)
-CHUNK_HEAD = re.compile(rb"[0-9A-Fa-f]+[ \t]*(;[^\r\n]*)?\r?\n")
 ARC_HEADER = re.compile(rb"^(\S+) (\S+) (\d{14}) (\S*) (\d+)\r?$")
 
 
@@ -64,26 +57,6 @@ class RawRecord:
     raw_bytes: int = 0  # bytes of the record's stored payload (before HTTP decoding)
 
 
-# --- inputs ---------------------------------------------------------------------------------------
-
-def list_inputs(input_dir: str, patterns: list[str]) -> list[str]:
-    """Files of `input_dir` (a local folder or an fsspec URL) whose names match any pattern,
-    sorted; local paths come back as paths, others as URLs with their protocol."""
-    fs, root = fsspec.core.url_to_fs(str(input_dir))
-    if not fs.isdir(root):
-        raise FileNotFoundError(f"ingest.input_dir={input_dir}: no such folder")
-    names = sorted(
-        p for p in fs.ls(root, detail=False)
-        if fs.isfile(p) and any(fnmatch.fnmatch(posixpath.basename(p), pat) for pat in patterns)
-    )
-    local = fs.protocol in ("file", "local") or "file" in fs.protocol
-    return [p if local else fs.unstrip_protocol(p) for p in names]
-
-
-def file_name(path: str | Path) -> str:
-    return posixpath.basename(str(path).rstrip("/"))
-
-
 # --- records --------------------------------------------------------------------------------------
 
 def read_records(path: str | Path, max_payload_bytes: int) -> Iterator[RawRecord]:
@@ -92,7 +65,7 @@ def read_records(path: str | Path, max_payload_bytes: int) -> Iterator[RawRecord
     with fsspec.open(str(path), "rb") as f:
         head = f.read(4)
         f.seek(0)
-        if head.startswith(GZIP_MAGIC[:2]):
+        if head.startswith(GZIP_MAGIC):
             yield from _read_gzip(f, name, max_payload_bytes)
         elif head.startswith(b"file"):  # ARC-v1 starts with its filedesc:// version block
             yield from _read_arc(f, name, max_payload_bytes)
@@ -128,18 +101,6 @@ def _parse_block(data: bytes, name: str, cap: int, arc: bool) -> Iterator[RawRec
 WARC_START = re.compile(rb"(?:\A|\n)WARC/\d")
 
 
-def _salvage(member: bytes, step: int = 256) -> bytes:
-    """What a corrupt gzip member decompresses to before the damage (fed in small steps, so the
-    record header before it survives to name the loss)."""
-    d, out = zlib.decompressobj(31), []
-    for i in range(0, len(member), step):
-        try:
-            out.append(d.decompress(member[i:i + step]))
-        except zlib.error:
-            break
-    return b"".join(out)
-
-
 def _damaged_block(data: bytes, name: str, cap: int, arc: bool, status: str, offset: int) -> Iterator[RawRecord]:
     """The records of a truncated or corrupt gzip member: those whole come through; the one the
     damage cut is dropped (truncated / corrupt_gzip), named by its header when that survived.
@@ -168,78 +129,6 @@ def _damaged_block(data: bytes, name: str, cap: int, arc: bool, status: str, off
         date = fields.get(b"warc-date", b"").decode("utf-8", "replace")
         recs.append(RawRecord(rid, url, date, "html", b"", None, reason))
     yield from recs
-
-
-def gzip_members(f: BinaryIO) -> Iterator[tuple[int, bytes, str]]:
-    """(offset, decompressed bytes, status) for each gzip member of `f`: status "ok", "truncated"
-    (the file ends inside it; the bytes are what it held) or "corrupt" (it fails to decompress;
-    the bytes are what came out before that). After a corrupt member the reader resyncs to the
-    next position where a member starts and decompresses; the bytes in between are skipped."""
-    buf, start, base, eof = b"", 0, 0, False  # buf[start:] holds the file from offset base + start
-
-    def refill() -> bool:
-        nonlocal buf, start, base, eof
-        more = f.read(READ_CHUNK)
-        if not more:
-            eof = True
-            return False
-        if start:  # drop what was consumed (once per read, not once per member)
-            buf, base, start = buf[start:], base + start, 0
-        buf += more
-        return True
-
-    resyncing = False
-    while True:
-        while len(buf) - start < 18 and not eof:
-            refill()
-        if start >= len(buf):
-            return
-        if not buf.startswith(GZIP_MAGIC, start):  # garbage between members: skip to the next one
-            j = buf.find(GZIP_MAGIC, start + 1)
-            while j < 0 and not eof:
-                start = max(start, len(buf) - 2)
-                refill()
-                j = buf.find(GZIP_MAGIC, start)
-            if j < 0:
-                return
-            start = j
-        d = zlib.decompressobj(31)
-        out: list[bytes] = []
-        pos, status = start, None  # pos: next byte of buf to feed
-        while status is None:
-            if pos >= len(buf):
-                shift = start
-                if not refill():
-                    status = "truncated"
-                    break
-                pos -= shift - start
-            piece = buf[pos:pos + FEED_CHUNK]
-            try:
-                out.append(d.decompress(piece))
-            except zlib.error:
-                status = "corrupt"
-                out = [_salvage(buf[start:pos + len(piece)])]
-                break
-            pos += len(piece)
-            if d.eof:
-                pos -= len(d.unused_data)
-                status = "ok"
-        data = b"".join(out)
-        if status == "ok":
-            resyncing = False
-            yield base + start, data, status
-            start = pos
-            continue
-        if status == "truncated":
-            if not resyncing:
-                yield base + start, data, status
-            return
-        # Corrupt: report once per corrupt stretch (a false start inside it is not news), then
-        # try the next member magic after this member's start.
-        if not resyncing:
-            yield base + start, data, status
-        resyncing = True
-        start += 1
 
 
 def _header_fields(block: bytes) -> dict[bytes, bytes]:
@@ -304,72 +193,6 @@ def _from_warc(rec, name: str, cap: int) -> RawRecord:
     if r.drop_reason:
         r.payload = b""
     return r
-
-
-def payload_problem(kind: str, ctype: str, body: bytes) -> Optional[str]:
-    """Why a payload cannot become a document (None when it can)."""
-    if not body.strip():
-        return "empty_body"
-    if kind == "text":
-        return None
-    if body.lstrip()[:8].startswith(BINARY_MAGIC):
-        return "not_html"
-    ctype = ctype.lower()
-    if "html" in ctype:
-        return None
-    # No or a generic Content-Type: HTML when its first bytes say so.
-    if ctype.split(";")[0].strip() in ("", "unknown", "unknown/unknown", "application/octet-stream",
-                                        "text/plain") and HTML_SNIFF.search(body[:1024]):
-        return None
-    return "not_html"
-
-
-def decode_http_body(body: bytes, transfer: str, content: str, cap: int) -> bytes:
-    """Undo chunked transfer coding and gzip / deflate / br content coding, each only when the
-    body is really so coded (a failed decode keeps the bytes as stored)."""
-    if "chunked" in transfer.lower() and CHUNK_HEAD.match(body):
-        body = dechunk(body)
-    enc = content.lower().strip()
-    try:
-        if enc in ("gzip", "x-gzip") and body[:2] == b"\x1f\x8b":
-            body = _inflate(body, 31, cap)
-        elif enc == "deflate":
-            try:
-                body = _inflate(body, 15, cap)
-            except zlib.error:
-                body = _inflate(body, -15, cap)
-        elif enc == "br":
-            import brotli  # noqa: PLC0415 - optional; without it the body stays as stored
-            body = brotli.decompress(body)
-    except Exception:  # noqa: BLE001 - keep the stored bytes
-        pass
-    return body
-
-
-def _inflate(body: bytes, wbits: int, cap: int) -> bytes:
-    d = zlib.decompressobj(wbits)
-    out = d.decompress(body, cap + 1)  # a decompression bomb stops at the cap
-    return out
-
-
-def dechunk(body: bytes) -> bytes:
-    """Chunked transfer coding to the body; a broken chunk ends it with what came before."""
-    out, pos = [], 0
-    while pos < len(body):
-        m = CHUNK_HEAD.match(body, pos)
-        if not m:
-            break
-        size = int(m.group(0).split(b";")[0].strip(), 16)
-        if size == 0:
-            break
-        start = m.end()
-        out.append(body[start:start + size])
-        pos = start + size
-        if body.startswith(b"\r\n", pos):
-            pos += 2
-        elif body.startswith(b"\n", pos):
-            pos += 1
-    return b"".join(out)
 
 
 # --- ARC-v1 ---------------------------------------------------------------------------------------

@@ -14,9 +14,6 @@ Everything here works on per-document token counts, never on the tokens themselv
 
 from __future__ import annotations
 
-import glob
-import gzip
-import json
 import re
 import zlib
 from dataclasses import dataclass, field
@@ -26,66 +23,8 @@ from typing import Iterator
 import numpy as np
 
 from dataprep import documents
-from dataprep.config import MixtureConfig, MixtureSourceConfig
-
-KINDS = ("crawl", "text", "jsonl", "parquet")
-SPLITS = ("file", "headings", "chunks")
-
-
-# --- configuration -----------------------------------------------------------------------------
-
-def sources_of(cfg: MixtureConfig) -> dict[str, MixtureSourceConfig]:
-    """The configured sources; no sources means the crawl alone."""
-    return dict(cfg.sources) if cfg.sources else {"crawl": MixtureSourceConfig(kind="crawl", weight=1.0)}
-
-
-def size_of(cfg: MixtureConfig) -> tuple[int | None, str | None, float | None]:
-    """(total_tokens, anchor, anchor_epochs); no sources and no size means one crawl epoch."""
-    if not cfg.sources and cfg.total_tokens is None and cfg.anchor is None:
-        return None, "crawl", 1.0
-    return cfg.total_tokens, cfg.anchor, cfg.anchor_epochs
-
-
-def check(cfg: MixtureConfig) -> None:
-    """Raise ValueError naming the key of any inconsistent setting, before any work is done."""
-    sources = sources_of(cfg)
-    for name, s in sources.items():
-        key = f"mixture.sources.{name}"
-        if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
-            raise ValueError(f"{key}: a source name may hold letters, digits, '_' and '-' only")
-        if s.kind not in KINDS:
-            raise ValueError(f"{key}.kind={s.kind!r}: must be one of {', '.join(KINDS)}")
-        if s.split not in SPLITS:
-            raise ValueError(f"{key}.split={s.split!r}: must be one of {', '.join(SPLITS)}")
-        if not s.weight > 0:
-            raise ValueError(f"{key}.weight={s.weight}: must be positive")
-        if s.chunk_chars <= 0:
-            raise ValueError(f"{key}.chunk_chars={s.chunk_chars}: must be positive")
-        if s.kind == "crawl" and s.paths:
-            raise ValueError(f"{key}.paths: a crawl source is this job's dedup output, it takes no paths")
-        if s.kind != "crawl":
-            source_files(name, s)
-    total, anchor, epochs = size_of(cfg)
-    if (total is None) == (anchor is None):
-        raise ValueError("mixture: set either mixture.total_tokens or mixture.anchor with "
-                         "mixture.anchor_epochs (the mixture's size), not both")
-    if total is not None and total <= 0:
-        raise ValueError(f"mixture.total_tokens={total}: must be positive")
-    if anchor is not None:
-        if anchor not in sources:
-            raise ValueError(f"mixture.anchor={anchor!r} is not one of mixture.sources ({', '.join(sources)})")
-        if epochs is None or not epochs > 0:
-            raise ValueError(f"mixture.anchor_epochs={epochs}: must be positive when mixture.anchor is set")
-    if not 0 < cfg.tolerance < 1:
-        raise ValueError(f"mixture.tolerance={cfg.tolerance}: must be in (0, 1)")
-
-
-def source_files(name: str, s: MixtureSourceConfig) -> list[Path]:
-    files = sorted({Path(p) for pattern in s.paths for p in glob.glob(pattern) if Path(p).is_file()})
-    if not files:
-        raise FileNotFoundError(f"mixture.sources.{name}.paths={list(s.paths)}: no file matches")
-    return files
-
+from dataprep.config import MixtureSourceConfig
+from dataprep.readers import read_jsonl
 
 # --- reading a source's files into documents ----------------------------------------------------
 
@@ -138,12 +77,6 @@ def _field(row: dict, dotted: str):
     return row
 
 
-def _open_text(path: Path):
-    with open(path, "rb") as f:
-        gz = f.read(2) == b"\x1f\x8b"
-    return gzip.open(path, "rt", encoding="utf-8") if gz else open(path, encoding="utf-8")
-
-
 def read_source_file(path: Path, name: str, s: MixtureSourceConfig) -> Iterator[dict]:
     """Documents of one file of source `name`; a document without text has drop_reason 'empty'.
 
@@ -169,11 +102,8 @@ def read_source_file(path: Path, name: str, s: MixtureSourceConfig) -> Iterator[
         for i, part in enumerate(split_text(text, s.split, s.chunk_chars)):
             yield doc(i, part)
     elif s.kind == "jsonl":
-        with _open_text(path) as f:
-            for i, line in enumerate(f):
-                if line.strip():
-                    row = json.loads(line)
-                    yield doc(i, _field(row, s.text_field), _field(row, s.id_field), _field(row, s.url_field))
+        for i, row in read_jsonl(path):
+            yield doc(i, _field(row, s.text_field), _field(row, s.id_field), _field(row, s.url_field))
     elif s.kind == "parquet":
         i = 0
         for batch in documents.open_parquet(path).iter_batches(batch_size=1024):

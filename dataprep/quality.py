@@ -16,8 +16,6 @@ in another task order, gets the same decision.
 
 from __future__ import annotations
 
-import glob
-import gzip
 import hashlib
 import json
 import re
@@ -26,6 +24,8 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
+
+from dataprep.readers import glob_files, read_jsonl
 
 FORMAT = "ccpretrain-quality-classifier/1"
 WIKITEXT_MARKUP = re.compile(r" @(.)@ ")
@@ -93,22 +93,19 @@ def reference_documents(patterns: Iterable[str], chunk_chars: int) -> Iterator[s
     """Positives: each reference text file without its Project Gutenberg header and licence
     footer (and WikiText's ` @-@ ` markup), cut at line ends into documents of about chunk_chars."""
     from dataprep.mixture import split_text, strip_gutenberg  # noqa: PLC0415
-    for path in sorted({p for pat in patterns for p in glob.glob(pat)}):
-        text = Path(path).read_text("utf-8", errors="replace")
+    for path in glob_files(patterns):
+        text = path.read_text("utf-8", errors="replace")
         text = WIKITEXT_MARKUP.sub(r"\1", strip_gutenberg(text))
         yield from split_text(text, "chunks", chunk_chars)
 
 
 def jsonl_documents(patterns: Iterable[str], field: str = "text") -> Iterator[str]:
     """Texts of JSON-lines files (.gz too): more raw crawl negatives."""
-    for path in sorted({p for pat in patterns for p in glob.glob(pat)}):
-        opener = gzip.open if path.endswith(".gz") else open
-        with opener(path, "rt", encoding="utf-8") as f:
-            for line in f:
-                if line.strip():
-                    text = json.loads(line).get(field) or ""
-                    if text.strip():
-                        yield text
+    for path in glob_files(patterns):
+        for _, row in read_jsonl(path):
+            text = row.get(field) or ""
+            if text.strip():
+                yield text
 
 
 # --- training ---------------------------------------------------------------------------------------
@@ -168,12 +165,3 @@ def keep(doc_id: str, score: float, mode: str, threshold: float, alpha: float, s
 def histogram(scores: np.ndarray, bins: int = 10) -> list[int]:
     return np.histogram(np.asarray(scores, dtype=np.float64), bins=bins, range=(0.0, 1.0))[0].tolist()
 
-
-def check(cfg) -> None:
-    """Stop a job with a wrong quality config before any work (cfg: a QualityConfig)."""
-    if not cfg.enabled:
-        return
-    if cfg.selection not in ("pareto", "threshold", "none"):
-        raise ValueError(f"quality.selection={cfg.selection!r}: expected pareto, threshold or none")
-    if cfg.model_path:
-        load(cfg.model_path)  # exists and is a quality classifier

@@ -3,7 +3,8 @@
 A task is one unit of work over one input (usually a file). When it has written its outputs
 (each by temporary name + rename) it writes a completion marker holding its statistics; a rerun
 after a crash skips every task with a marker, so only unfinished work is redone and the outputs
-end the same as an uninterrupted run's.
+end the same as an uninterrupted run's. A step the driver itself runs once (`once`) keeps its
+result in a marker the same way.
 """
 
 from __future__ import annotations
@@ -80,13 +81,29 @@ _remote = ray.remote(_run_and_mark).options(runtime_env={"env_vars": WORKER_ENV}
 REPORT_EVERY_S = 5.0
 
 
+def marker_path(stage_dir: str | Path, task: str) -> Path:
+    """Where the task `task` of the stage working in `stage_dir` leaves its completion marker."""
+    return Path(stage_dir) / "_done" / f"{task}.json"
+
+
+def once(marker: Path, step: Callable[[], dict]) -> dict:
+    """A step the driver runs once (training the quality classifier, making the tokenizer): the
+    first run calls step() and keeps what it returns (JSON) in `marker`, written last; a rerun
+    reads the marker and skips the step."""
+    if marker.is_file():
+        return json.loads(marker.read_text())
+    result = step()
+    write_json(marker, result)
+    return result
+
+
 class TaskRunner:
     def __init__(self, stage: str, stage_dir: Path):
         self.stage = stage
-        self.marker_dir = Path(stage_dir) / "_done"
+        self.stage_dir = Path(stage_dir)
 
     def marker(self, task: str) -> Path:
-        return self.marker_dir / f"{task}.json"
+        return marker_path(self.stage_dir, task)
 
     def run(self, fn: Callable[..., dict], tasks: dict[str, tuple]) -> dict[str, dict]:
         """Run fn(*args) for each task not yet done; returns every task's statistics."""

@@ -22,9 +22,10 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components as connected_components_scipy
 
 from conftest import SHARED_DATA, run_module
-from dataprep import dedup
-from dataprep.config import DedupConfig
-from dataprep.dedup_stages import BAND_RECORD_BYTES, Deduplicator, connected_components
+from dataprep import dedup, shingling
+from dataprep.config import SHINGLE_HASHES, DedupConfig
+from dataprep.dedup_components import connected_components
+from dataprep.dedup_stages import BAND_RECORD_BYTES, Deduplicator
 
 WORD = re.compile(r"\w+")
 NGRAM = 5
@@ -177,7 +178,7 @@ EDGE_TEXTS = ["", "one", "a b c d e", "Straße ﬁne ẞ İstanbul 𝔘𝔫𝔦�
 def test_signatures_equal_datasketch(num_perm, seed, n):
     texts = crawl_texts()[:40] + EDGE_TEXTS
     sha1 = dedup.MinHasher(num_perm, seed, n, "sha1")(texts)
-    default = MinHash.bulk([list(dedup.shingles(t, n)) for t in texts], num_perm=num_perm, seed=seed)
+    default = MinHash.bulk([list(shingling.shingles(t, n)) for t in texts], num_perm=num_perm, seed=seed)
     assert np.array_equal(sha1, [m.hashvalues for m in default])  # a default datasketch MinHash
     fast = dedup.MinHasher(num_perm, seed, n, "wordhash")(texts)
     reference = MinHash.bulk([grams(t, n) for t in texts], num_perm=num_perm, seed=seed, hashfunc=wordhash)
@@ -369,7 +370,7 @@ def test_rerun_redoes_only_deleted_tasks_and_ends_identical(tmp_path, ray_local)
         assert (marker.stat().st_mtime_ns != mtime) == (marker in redo), marker
 
     with pytest.raises(ValueError, match="threshold"):  # other settings never mix with these files
-        Deduplicator(DedupConfig(memory_budget_mb=budget / 2**20, threshold=0.7), work).plan(list(docs.values()))
+        Deduplicator(DedupConfig(memory_budget_mb=budget / 2**20, threshold=0.7), work).layout(list(docs.values()))
 
 
 def test_partitions_and_budget_never_change_decisions(tmp_path, ray_local):
@@ -396,6 +397,11 @@ def test_bad_settings_stop_before_work(tmp_path):
                        (dict(bands=20, rows=10), "num_perm"), (dict(threshold=1.0), "threshold")):
         with pytest.raises(ValueError, match=match):
             Deduplicator(DedupConfig(**bad), tmp_path)
+    assert not any(tmp_path.iterdir())
+    assert set(SHINGLE_HASHES) == set(shingling.SHINGLE_HASHES)  # the schema's choices are the signer's
+    proc = run_module("dataprep.dedup_job", f"input_dir={tmp_path}", f"output_dir={tmp_path}/out",
+                      "dedup.hashfunc=md5", check=False, timeout=120)
+    assert proc.returncode != 0 and "dedup.hashfunc='md5'" in proc.stdout + proc.stderr
     assert not any(tmp_path.iterdir())
 
 

@@ -10,8 +10,9 @@ import pytest
 from fastwarc.warc import ArchiveIterator
 
 from conftest import SHARED_DATA
-from dataprep import extract, ingest
-from dataprep.ingest import DOC_TYPES, list_inputs, read_records
+from dataprep import extract, gzip_members, ingest
+from dataprep.ingest import DOC_TYPES, read_records
+from dataprep.readers import list_inputs
 
 WARC = SHARED_DATA / "warc"
 PER_RECORD = WARC / "cc-main-2020-34_resiliparse_warcfile.warc.gz"  # 50 gzip members, 16 responses
@@ -46,8 +47,8 @@ def buffers(request, monkeypatch):
     """Every case again with reads and zlib feeds far smaller than a member, so members and
     damage straddle buffer boundaries."""
     if request.param == "small-buffers":
-        monkeypatch.setattr(ingest, "READ_CHUNK", 1000)
-        monkeypatch.setattr(ingest, "FEED_CHUNK", 97)
+        monkeypatch.setattr(gzip_members, "READ_CHUNK", 1000)
+        monkeypatch.setattr(gzip_members, "FEED_CHUNK", 97)
         monkeypatch.setattr(ingest, "BLOCK_BYTES", 5000)
 
 
@@ -206,5 +207,7 @@ def test_fsspec_urls_read_like_local_paths(tmp_path, good):
     finally:
         fs.rm("/ccp-test", recursive=True)
     with pytest.raises(FileNotFoundError, match="ingest.input_dir"):
-        list_inputs(str(tmp_path / "nowhere"), ["*"])
+        list_inputs(str(tmp_path / "nowhere"), ["*"], "ingest.")
+    with pytest.raises(FileNotFoundError, match=r"ingest\.patterns=\['\*\.arc'\]"):
+        list_inputs(str(WARC.parent / "text"), ["*.arc"], "ingest.")
 

@@ -15,7 +15,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from conftest import REPO
-from launch import ray_job, worker
+from launch import worker
 from launch.__main__ import LAUNCHERS
 from launch.hostfile import read_hostfile
 from launch.plan import LaunchError, hydra_quote, rank_overrides
@@ -193,29 +193,3 @@ def test_ray_trainer(tmp_path):
         "worker_runtime_env={'env_vars': {'NCCL_X': '1'}}, failure_config=FailureConfig(max_failures=2)))"]
     # Workers do not share the driver's working directory: paths go absolute.
     assert f"data.manifest={Path.cwd() / 'm.json'}" in p.text
-
-
-def test_ray_job_entrypoint_is_quoted_and_followed(tmp_path, monkeypatch):
-    calls = []
-
-    class FakeClient:
-        def __init__(self, address):
-            calls.append(("address", address))
-            self.statuses = iter([ray_job.JobStatus.PENDING, ray_job.JobStatus.RUNNING, ray_job.JobStatus.SUCCEEDED])
-
-        def submit_job(self, entrypoint):
-            calls.append(("entrypoint", entrypoint))
-            return "raysubmit_1"
-
-        def get_job_status(self, job_id):
-            return next(self.statuses)
-
-        def get_job_logs(self, job_id):
-            return "job log\n"
-
-    monkeypatch.setattr(ray_job, "JobSubmissionClient", FakeClient)
-    out_dir = hostile(tmp_path)
-    overrides = [f"output_dir={hydra_quote(out_dir)}", "ray.submit_job=true", "ray.address=ray://head:10001"]
-    assert ray_job.submit("dataprep", overrides, "ray://head:10001", poll_s=0) == 0
-    assert calls[0] == ("address", "ray://head:10001")
-    assert shlex.split(calls[1][1]) == ["python", "-m", "dataprep", f"output_dir={hydra_quote(out_dir)}"]

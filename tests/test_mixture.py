@@ -101,11 +101,11 @@ def _text_source(shared_data, **kw):
     return MixtureSourceConfig(paths=[str(shared_data / "reference" / "wikitext-2_valid.txt")], **kw)
 
 
-def test_check_names_the_wrong_key(shared_data):
+def test_a_wrong_mixture_config_names_the_wrong_key(shared_data):
     ok = {"crawl": MixtureSourceConfig(kind="crawl", weight=0.5), "wiki": _text_source(shared_data, weight=0.5)}
-    mixture.check(MixtureConfig(sources=ok, anchor="crawl", anchor_epochs=1.0))
-    mixture.check(MixtureConfig(sources=ok, total_tokens=1000))
-    mixture.check(MixtureConfig())  # no sources: the crawl, one epoch
+    MixtureConfig(sources=ok, anchor="crawl", anchor_epochs=1.0)
+    MixtureConfig(sources=ok, total_tokens=1000)
+    assert MixtureConfig().size() == (None, "crawl", 1.0)  # no sources: the crawl, one epoch
     bad = [
         (dict(sources=ok), "mixture.total_tokens"),
         (dict(sources=ok, total_tokens=10, anchor="crawl", anchor_epochs=1.0), "mixture.total_tokens"),
@@ -117,10 +117,10 @@ def test_check_names_the_wrong_key(shared_data):
     ]
     for kwargs, key in bad:
         with pytest.raises(ValueError, match=re.escape(key)):
-            mixture.check(MixtureConfig(**kwargs))
+            MixtureConfig(**kwargs)
     nowhere = MixtureSourceConfig(kind="text", paths=[str(shared_data / "nowhere" / "*.txt")])
     with pytest.raises(FileNotFoundError, match=r"mixture\.sources\.x\.paths"):
-        mixture.check(MixtureConfig(sources={"x": nowhere}, total_tokens=1))
+        MixtureConfig(sources={"x": nowhere}, total_tokens=1)
 
 
 def test_shipped_mixture_composes_and_a_mistyped_source_key_fails():
@@ -130,7 +130,6 @@ def test_shipped_mixture_composes_and_a_mistyped_source_key_fails():
         sources = cfg.mixture.sources
         assert len(sources) >= 3 and [s.kind for s in sources.values()].count("crawl") == 1
         assert all(isinstance(s, MixtureSourceConfig) and s.weight > 0 for s in sources.values())
-        mixture.check(cfg.mixture)
         with pytest.raises(ConfigCompositionException) as e:
             compose(config_name="dataprep", overrides=["mixture.sources.books.wieght=0.3"])
         assert "wieght" in str(e.value) + str(e.value.__cause__)

@@ -145,6 +145,15 @@ def test_missing_input_folder_is_a_clear_error(tmp_path):
     assert "ingest.input_dir" in proc.stderr + proc.stdout
 
 
+def test_a_wrong_value_stops_the_job_before_any_work(tmp_path):
+    for bad, message in (("dedup.threshold=1.5", "dedup.threshold=1.5: must be in (0, 1)"),
+                         ("quality.selection=best", "quality.selection='best'"),
+                         ("mixture.anchor=books9", "mixture.anchor='books9' is not one of mixture.sources")):
+        proc = run_module("dataprep", bad, f"output_dir={tmp_path}/o", check=False, timeout=120)
+        assert proc.returncode != 0 and message in proc.stderr + proc.stdout, bad
+        assert not (tmp_path / "o").exists() and "tasks done" not in proc.stdout
+
+
 def test_a_failed_task_fails_the_job_and_the_rerun_runs_only_it(corpus, tmp_path):
     """One extract task cannot write its output (a folder sits where its Parquet file goes): the
     job stops with an error and writes no manifest; once the fault is gone the rerun runs only

@@ -76,10 +76,10 @@ def test_pareto_keep_is_seeded_per_document_and_follows_the_law():
 def test_a_wrong_quality_config_stops_before_any_work(model, tmp_path):
     from dataprep.config import QualityConfig
     with pytest.raises(ValueError, match="quality.selection='best'"):
-        quality.check(QualityConfig(selection="best"))
+        QualityConfig(selection="best")
     (tmp_path / "x.safetensors").write_bytes(b"not a model")
     with pytest.raises(Exception):
-        quality.check(QualityConfig(model_path=str(tmp_path / "x.safetensors")))
+        QualityConfig(model_path=str(tmp_path / "x.safetensors"))
     model.save(tmp_path / "m.safetensors")
-    quality.check(QualityConfig(model_path=str(tmp_path / "m.safetensors"), selection="pareto"))
-    quality.check(QualityConfig(enabled=False, selection="anything"))
+    QualityConfig(model_path=str(tmp_path / "m.safetensors"), selection="pareto")
+    QualityConfig(enabled=False, selection="anything")

@@ -12,8 +12,10 @@ from omegaconf import OmegaConf
 from conftest import REPO
 from dataprep import documents, tokenize
 from dataprep.config import register
-from dataprep.pipeline import Pipeline, tokenize_task
+from dataprep.layout import CorpusLayout
 from dataprep.shards import IndexedShard
+from dataprep.stages import StageInputs, dedup, sources
+from dataprep.stages.tokenize import tokenize_task, training_texts
 
 register()
 EOD = "<|endoftext|>"
@@ -79,18 +81,21 @@ def test_training_sample_follows_the_mixture_weights(corpus):
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
         cfg = OmegaConf.to_object(compose(config_name="dataprep", overrides=[
             f"output_dir={corpus}", "tokenizer.sample_bytes=300000"]))
-    p = Pipeline(cfg)
-    texts = {name: {d["text"] for _, f in p._docs_files(name) for d in documents.read_documents(f, ["text"])}
-             for name in p.sources}
+    layout, inputs = CorpusLayout(cfg.output_dir), StageInputs.of(cfg)
+    crawl = {n: layout.documents(dedup.NAME, n) for n in inputs.archives}
+    docs = sources.documents(layout, inputs, crawl)
+    texts = {name: {d["text"] for f in files.values() for d in documents.read_documents(f, ["text"])}
+             for name, files in docs.items()}
     sample = {"documents": 0, "bytes": 0}
-    drawn = list(p._training_texts(sample))
+    drawn = list(training_texts(cfg.tokenizer, inputs.sources, docs, sample))
     assert sample["documents"] == len(drawn) and sample["bytes"] == sum(len(t.encode()) for t in drawn)
-    wsum = sum(s.weight for s in p.sources.values())
-    for name, src in p.sources.items():
+    wsum = sum(s.weight for s in inputs.sources.values())
+    for name, src in inputs.sources.items():
         mine = [t for t in drawn if t in texts[name]]
         got, budget = sum(len(t.encode()) for t in mine), 300_000 * src.weight / wsum
         largest = max(len(t.encode()) for t in texts[name])
         assert 0.5 * budget <= got <= budget + largest, (name, got, budget)
-    assert drawn == list(p._training_texts({"documents": 0, "bytes": 0}))  # seeded: the same sample
+    # seeded: the same sample
+    assert drawn == list(training_texts(cfg.tokenizer, inputs.sources, docs, {"documents": 0, "bytes": 0}))
     marker = json.loads((corpus / "tokenize" / "_done" / "tokenizer.json").read_text())
     assert "sampled from the mixture's sources" in marker["how"]

@@ -12,13 +12,15 @@ from typing import Optional
 
 from ray.job_submission import JobStatus, JobSubmissionClient
 
+from dataprep.overrides import override_key
+
 # Overrides that only say how to submit: the job must not submit itself again, and on the cluster
 # Ray tells it its address (RAY_ADDRESS).
 SUBMIT_KEYS = ("ray.submit_job", "ray.address")
 
 
 def entrypoint(module: str, overrides: list[str]) -> str:
-    kept = [o for o in overrides if o.lstrip("+~").split("=", 1)[0] not in SUBMIT_KEYS]
+    kept = [o for o in overrides if override_key(o) not in SUBMIT_KEYS]
     return shlex.join(["python", "-m", module, *kept])
 
 

@@ -1,0 +1,81 @@
+"""Where the corpus job keeps what it writes: every path under output_dir, in one place. Each stage
+(dataprep/stages/) owns the folder of its name.
+
+output_dir/
+  extract/<task>.parquet, extract/dropped/<task>.parquet      documents after extract, language id, filters
+  quality/model.safetensors, quality/<task>.parquet (+dropped) the quality classifier; scored, selected documents
+  dedup/exact, signatures, bands, edges, components, clusters/ dedup stages (dataprep/dedup_stages.py)
+  dedup/<task>.parquet, dedup/dropped/<task>.parquet          documents after dedup (the crawl)
+  sources/<source>/<task>.parquet (+dropped)                  documents of the other mixture sources
+  tokenize/<source>/<task>_00000.bin/.idx, <task>.parquet     tokens per document (+ id, url, source)
+  <stage>/_done/<task>.json                                   completion markers (dataprep/tasks.py)
+  tokenizer.json                                              the tokenizer (tokenize stage)
+  shard_*.bin/.idx, shard_*.docs.parquet, manifest.json       the mixture's shards, lineage, manifest
+  stats.json                                                  every stage's counts (dataprep/pipeline.py)
+
+A task is named after its input file (dataprep/readers.py: task_name).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from dataprep.tasks import marker_path
+
+
+class CorpusLayout:
+    SHARD_PREFIX = "shard"  # shards are <root>/shard_00000.bin/.idx, ...
+
+    def __init__(self, output_dir: str | Path):
+        self.root = Path(output_dir).resolve()
+
+    def stage_dir(self, stage: str, source: str | None = None) -> Path:
+        """A stage's folder; the folder of one mixture source in stages that keep them apart."""
+        return self.root / stage / source if source else self.root / stage
+
+    def documents(self, stage: str, task: str, source: str | None = None) -> str:
+        """The documents a stage kept from one task."""
+        return str(self.stage_dir(stage, source) / f"{task}.parquet")
+
+    def dropped(self, stage: str, task: str, source: str | None = None) -> str:
+        """The documents a stage dropped from one task, each with its drop_reason."""
+        return str(self.stage_dir(stage, source) / "dropped" / f"{task}.parquet")
+
+    def marker(self, stage: str, name: str) -> Path:
+        return marker_path(self.stage_dir(stage), name)
+
+    def tokens(self, source: str, task: str) -> str:
+        """The prefix of a task's tokens, `<prefix>.bin/.idx`: one sequence per document."""
+        return str(self.stage_dir("tokenize", source) / f"{task}_00000")
+
+    def token_counts(self, source: str, task: str) -> str:
+        """Per document of a task's tokens, in order: id, url, source and its number of tokens."""
+        return str(self.stage_dir("tokenize", source) / f"{task}.parquet")
+
+    @property
+    def quality_model(self) -> Path:
+        return self.stage_dir("quality") / "model.safetensors"
+
+    @property
+    def tokenizer(self) -> Path:
+        return self.root / "tokenizer.json"
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / "manifest.json"
+
+    @property
+    def stats(self) -> Path:
+        return self.root / "stats.json"
+
+    def shard_files(self) -> list[Path]:
+        """Every shard file there is (a run writes the shards anew)."""
+        return sorted(self.root.glob(f"{self.SHARD_PREFIX}_*"))
+
+    def lineage(self, shard: str) -> Path:
+        """Which document each sequence of a shard holds."""
+        return self.root / f"{shard}.docs.parquet"
+
+    def relative(self, path: str | Path) -> str:
+        return os.path.relpath(path, self.root)

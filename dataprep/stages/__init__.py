@@ -1,0 +1,55 @@
+"""The corpus job's stages, one module each, in the order dataprep/pipeline.py runs them:
+
+  extract   per input archive: ingest, extract, language id, heuristic filters
+  quality   the quality classifier (trained once, or given), then per file: score and select
+  dedup     exact and fuzzy deduplication of the crawl (dataprep/dedup_stages.py)
+  sources   per file of the other mixture sources: documents
+  tokenize  the tokenizer (trained once, or given), then per documents file: tokens
+  shards    the weighted mixture: token shards, their lineage and the manifest
+
+Each owns one folder of output_dir (dataprep/layout.py) and has the same shape: `NAME`, its Ray
+task(s), and `run(layout, inputs) -> (outputs, stats)`. `inputs` holds the job's config, its input
+files and every earlier stage's outputs by name; `stats` holds the stage's entries of stats.json
+by section ("stages", "sources", "mixture").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from dataprep.config import DataprepConfig, MixtureSourceConfig
+from dataprep.readers import glob_files, list_inputs, task_name
+
+
+@dataclass(frozen=True)
+class StageInputs:
+    cfg: DataprepConfig
+    archives: dict[str, Path | str]  # task -> input archive: a local path, or a URL
+    source_files: dict[str, dict[str, Path]]  # mixture source read from files -> task -> file
+    outputs: dict[str, Any] = field(default_factory=dict)  # each earlier stage's outputs, by name
+
+    @classmethod
+    def of(cls, cfg: DataprepConfig) -> "StageInputs":
+        """The job's input files, listed once; a missing input folder, or no archive in it, stops
+        the job here (the mixture's files were checked with the config)."""
+        archives = list_inputs(cfg.ingest.input_dir, cfg.ingest.patterns, "ingest.")
+        sources = cfg.mixture.sources_or_crawl()
+        return cls(cfg, {task_name(f): Path(f) if "://" not in f else f for f in archives},
+                   {name: {task_name(f): f for f in glob_files(src.paths)}
+                    for name, src in sources.items() if src.kind != "crawl"})
+
+    @property
+    def sources(self) -> dict[str, MixtureSourceConfig]:
+        """The mixture's sources, in order (the crawl alone when none are configured)."""
+        return self.cfg.mixture.sources_or_crawl()
+
+    def after(self, stage: str, outputs: Any) -> "StageInputs":
+        """These inputs and what `stage` returned: the next stage's inputs."""
+        return replace(self, outputs={**self.outputs, stage: outputs})
+
+
+def source_task_name(source: str, task: str) -> str:
+    """The name of a task over one file of one mixture source (tasks of all sources share a stage)."""
+    return f"{source}__{task}"

@@ -1,0 +1,95 @@
+"""Stage `quality` (output_dir/quality/): the GPT-3 quality classifier, trained once in the driver
+(reference text against this job's raw crawl text) unless quality.model_path gives one; then one Ray
+task per file of filtered documents scores each one and keeps it or drops it (Pareto or
+threshold), decided from the document's id and score alone. quality.enabled=false skips it."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from dataprep import quality
+from dataprep.config import QualityConfig
+from dataprep.documents import DocumentSorter, read_documents
+from dataprep.layout import CorpusLayout
+from dataprep.stages import StageInputs, extract
+from dataprep.stats import merge
+from dataprep.tasks import TaskRunner, once
+
+NAME = "quality"
+log = logging.getLogger("dataprep")
+
+
+def quality_task(docs_path: str, model_path: str, kept_out: str, dropped_out: str, q: QualityConfig) -> dict:
+    """Score one file's documents (quality_score on every one) and select."""
+    t0 = time.perf_counter()
+    model = quality.load(model_path)
+    docs = list(read_documents(docs_path))
+    scores = model.score([d["text"] for d in docs])
+    with DocumentSorter(kept_out, dropped_out, [NAME]) as sorter:
+        for doc, score in zip(docs, scores.tolist()):
+            doc["quality_score"] = score
+            kept = quality.keep(doc["id"], score, q.selection, q.threshold, q.alpha, q.seed)
+            sorter.judge(NAME, doc, None if kept else "quality")
+    s = sorter.stats[NAME]
+    s["histogram"] = quality.histogram(scores)
+    s["seconds"] = time.perf_counter() - t0
+    return s
+
+
+def training_data(layout: CorpusLayout, inputs: StageInputs) -> tuple[list[str], list[str]]:
+    """Positives: the reference sources, in document-sized chunks. Negatives: the raw extracted
+    crawl text of this job (every document that reached the language stage in a wanted language,
+    whatever the filters said) and the configured JSON-lines files."""
+    q = inputs.cfg.quality
+    positives = list(quality.reference_documents(q.reference_paths, q.chunk_chars))
+    wanted = set(inputs.cfg.langid.languages)
+    negatives = []
+    for n in inputs.archives:
+        for part in (layout.documents(extract.NAME, n), layout.dropped(extract.NAME, n)):
+            for d in read_documents(part, ["text", "lang"]):
+                if d["text"] and d["lang"] is not None and (not wanted or d["lang"] in wanted):
+                    negatives.append(d["text"])
+    negatives += list(quality.jsonl_documents(q.negative_paths))
+    return positives, negatives
+
+
+def classifier(layout: CorpusLayout, inputs: StageInputs) -> tuple[str, dict]:
+    """The classifier's path and what is known of it: given by quality.model_path, else trained
+    here once (its marker holds its evaluation)."""
+    q = inputs.cfg.quality
+    if q.model_path:
+        path = str(Path(q.model_path).resolve())
+        return path, {"how": f"loaded {q.model_path}", **quality.load(path).info}
+
+    def train() -> dict:
+        t0 = time.perf_counter()
+        features = quality.FeatureSettings(hash_bits=q.hash_bits, ngram=q.ngram)
+        model = quality.train(*training_data(layout, inputs), features, c=q.c, heldout=q.heldout, seed=q.seed)
+        model.save(layout.quality_model)
+        return {"how": "trained: reference text vs this job's extracted crawl text", **model.info,
+                "seconds": round(time.perf_counter() - t0, 3)}
+
+    return str(layout.quality_model), once(layout.marker(NAME, "model"), train)
+
+
+def run(layout: CorpusLayout, inputs: StageInputs) -> tuple[dict[str, str], dict]:
+    """The selected documents (task -> file); the extract stage's when the stage is off."""
+    q, docs = inputs.cfg.quality, inputs.outputs[extract.NAME]
+    if not q.enabled:
+        return docs, {}
+    model_path, info = classifier(layout, inputs)
+    log.info("quality classifier: %s (held-out precision %s, recall %s, F1 %s, ROC AUC %s)",
+             info["how"], info.get("precision"), info.get("recall"), info.get("f1"), info.get("roc_auc"))
+    tasks = {n: (path, model_path, layout.documents(NAME, n), layout.dropped(NAME, n), q) for n, path in docs.items()}
+    results = TaskRunner(NAME, layout.stage_dir(NAME)).run(quality_task, tasks)
+    s = merge(results[n] for n in tasks)
+    s["histogram"] = np.sum([results[n]["histogram"] for n in tasks], axis=0).tolist()
+    s["histogram_bins"] = np.linspace(0.0, 1.0, len(s["histogram"]) + 1).round(2).tolist()
+    s["keep_rate"] = round(s["docs_out"] / s["docs_in"], 4) if s["docs_in"] else None
+    s["selection"] = {"mode": q.selection, "alpha": q.alpha, "threshold": q.threshold, "seed": q.seed}
+    s["classifier"] = info
+    return {n: layout.documents(NAME, n) for n in tasks}, {"stages": {NAME: s}}

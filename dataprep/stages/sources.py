@@ -1,0 +1,48 @@
+"""Stage `sources` (output_dir/sources/<source>/): one Ray task per file of each mixture source that
+is not the crawl (reference text, JSON lines, Parquet) makes its documents. Its outputs are every
+mixture source's documents, the crawl's (the dedup stage's) included."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from dataprep import mixture
+from dataprep.config import MixtureSourceConfig
+from dataprep.documents import DocumentSorter
+from dataprep.layout import CorpusLayout
+from dataprep.stages import StageInputs, dedup, source_task_name
+from dataprep.stats import merge
+from dataprep.tasks import TaskRunner
+
+NAME = "sources"
+
+
+def source_task(path: str, name: str, source: MixtureSourceConfig, kept_out: str, dropped_out: str) -> dict:
+    """One file of a mixture source -> documents (an empty one dropped)."""
+    t0 = time.perf_counter()
+    with DocumentSorter(kept_out, dropped_out, [NAME]) as sorter:
+        for doc in mixture.read_source_file(Path(path), name, source):
+            sorter.judge(NAME, doc, doc["drop_reason"])
+    s = sorter.stats[NAME]
+    s["seconds"] = time.perf_counter() - t0
+    return s
+
+
+def documents(layout: CorpusLayout, inputs: StageInputs, crawl: dict[str, str]) -> dict[str, dict[str, str]]:
+    """Each mixture source's documents (task -> file), in a fixed order; the crawl's are `crawl`."""
+    return {name: dict(crawl) if src.kind == "crawl" else
+            {task: layout.documents(NAME, task, name) for task in inputs.source_files[name]}
+            for name, src in inputs.sources.items()}
+
+
+def run(layout: CorpusLayout, inputs: StageInputs) -> tuple[dict[str, dict[str, str]], dict]:
+    tasks = {
+        source_task_name(name, task): (str(f), name, inputs.sources[name], layout.documents(NAME, task, name),
+                                       layout.dropped(NAME, task, name))
+        for name, files in inputs.source_files.items() for task, f in files.items()
+    }
+    results = TaskRunner(NAME, layout.stage_dir(NAME)).run(source_task, tasks) if tasks else {}
+    stats = {name: merge(results[source_task_name(name, task)] for task in files)
+             for name, files in inputs.source_files.items()}
+    return documents(layout, inputs, inputs.outputs[dedup.NAME]), {"sources": stats}

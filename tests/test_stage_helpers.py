@@ -1,0 +1,47 @@
+"""What every corpus stage shares: drop accounting (documents.DocumentSorter) and driver steps
+run once (tasks.once)."""
+
+import json
+
+import pyarrow.parquet as pq
+import pytest
+
+from dataprep.documents import DocumentSorter, new_document
+from dataprep.tasks import once
+
+
+def test_sorter_counts_every_document_once_and_writes_both_files(tmp_path):
+    kept, dropped = tmp_path / "k.parquet", tmp_path / "d.parquet"
+    with DocumentSorter(kept, dropped, ["first", "second"]) as sorter:
+        for i, text in enumerate(["short", "a long enough text", "another long text", "été"]):
+            doc = new_document(f"d{i}", text)
+            if not sorter.judge("first", doc, "too_short" if len(text) < 6 else None):
+                continue
+            size = len(doc["text"].encode())
+            doc["text"] = doc["text"][:5]  # a stage that cleans the text it keeps
+            sorter.judge("second", doc, "odd" if i == 2 else None, size)
+    first, second = sorter.stats["first"], sorter.stats["second"]
+    assert (first["docs_in"], first["docs_out"], first["dropped"]) == (4, 2, {"too_short": 2})
+    assert (first["bytes_in"], first["bytes_out"]) == (5 + 18 + 17 + 5, 18 + 17)
+    assert (second["docs_in"], second["docs_out"], second["dropped"]) == (2, 1, {"odd": 1})
+    assert (second["bytes_in"], second["bytes_out"]) == (18 + 17, 5)
+    assert [r["id"] for r in pq.read_table(kept).to_pylist()] == ["d1"]
+    gone = pq.read_table(dropped).to_pylist()
+    assert [(r["id"], r["drop_reason"]) for r in gone] == [("d0", "too_short"), ("d2", "odd"), ("d3", "too_short")]
+
+
+def test_sorter_writes_nothing_when_the_task_fails(tmp_path):
+    with pytest.raises(RuntimeError):
+        with DocumentSorter(tmp_path / "k.parquet", tmp_path / "d.parquet", ["s"]) as sorter:
+            sorter.judge("s", new_document("a", "text"), None)
+            raise RuntimeError("the task broke")
+    assert not any(tmp_path.iterdir())
+
+
+def test_once_runs_a_step_once_and_keeps_its_result(tmp_path):
+    calls = []
+    step = lambda: calls.append(1) or {"how": "made", "n": len(calls)}  # noqa: E731
+    marker = tmp_path / "_done" / "step.json"
+    assert once(marker, step) == {"how": "made", "n": 1}
+    assert once(marker, step) == {"how": "made", "n": 1} and calls == [1]
+    assert json.loads(marker.read_text()) == {"how": "made", "n": 1}
