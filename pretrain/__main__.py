@@ -25,9 +25,11 @@ def main(cfg) -> None:
         config = resume.apply(config, list(HydraConfig.get().overrides.task))
     except ValueError as e:  # a bad value, or a change that would break exact continuation
         sys.exit(f"pretrain: {e}")
+    from pretrain.checkpoint import UnsafeCheckpointError
+
     try:
         run(config)
-    except resume.ContinuationError as e:
+    except (resume.ContinuationError, UnsafeCheckpointError) as e:
         sys.exit(f"pretrain: {e}")
 
 

@@ -14,9 +14,11 @@ universal format under `step_N/universal/`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import pickle
 import random
 import shutil
 import time
@@ -65,6 +67,51 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((version, tuple(internal), gauss_next))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state(torch.tensor(state["cuda"], dtype=torch.uint8))
+
+
+class UnsafeCheckpointError(RuntimeError):
+    """A checkpoint file holds an object that loading would have to construct by running code."""
+
+
+def _deepspeed_classes() -> list:
+    """The classes DeepSpeed's checkpoint files hold beyond tensors and containers (found with
+    torch.serialization.get_unsafe_globals_in_checkpoint over ZeRO 0-3, fp32/bf16, CPU offload
+    and universal checkpoints; DynamicLossScaler is what fp16 runs save)."""
+    from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+    from deepspeed.utils.tensor_fragment import fragment_address
+
+    return [LossScaler, DynamicLossScaler, ZeroStageEnum, fragment_address]
+
+
+@contextlib.contextmanager
+def weights_only_loading(what: str | Path):
+    """Every torch.load inside (ours, DeepSpeed's engine, its universal converter, zero_to_fp32)
+    runs with weights_only=True: torch's TORCH_FORCE_WEIGHTS_ONLY_LOAD overrides the
+    weights_only=False DeepSpeed passes, and torch's safe globals admit the few DeepSpeed
+    classes its files hold. Anything else in a file (a pickled callable) is refused."""
+    from pretrain import engine as deepspeed_engine
+
+    deepspeed_engine.deepspeed_env()
+    key = "TORCH_FORCE_WEIGHTS_ONLY_LOAD"
+    previous = os.environ.get(key)
+    os.environ[key] = "1"
+    try:
+        with torch.serialization.safe_globals(_deepspeed_classes()):
+            yield
+    except pickle.UnpicklingError as e:
+        detail = str(e).split("\n")
+        unsafe = next((line.strip() for line in detail if "GLOBAL" in line), detail[0])
+        raise UnsafeCheckpointError(
+            f"refused to load {what}: a file in it holds an object outside the tensors and the "
+            f"DeepSpeed classes a checkpoint holds ({unsafe}); unpickling it could run code. "
+            "Load only checkpoints whose files you trust."
+        ) from None
+    finally:
+        if previous is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = previous
 
 
 def checkpoint_folder(path: str | Path) -> Path:
@@ -163,7 +210,8 @@ class Checkpointer:
             tmp = final.with_name(TMP_PREFIX + UNIVERSAL)
             shutil.rmtree(tmp, ignore_errors=True)
             log.info("converting %s to DeepSpeed's universal checkpoint format", final.parent)
-            deepspeed_engine.to_universal(final.parent, tmp)
+            with weights_only_loading(final.parent):
+                deepspeed_engine.to_universal(final.parent, tmp)
             (final.parent / "latest_universal").unlink(missing_ok=True)  # DeepSpeed's pointer
             os.rename(tmp, final)
         _barrier()
@@ -172,9 +220,10 @@ class Checkpointer:
         """Load model, optimizer and LR schedule into `engine`; returns the client state.
         `universal`: from the universal copy (the engine was built with load_universal)."""
         load_dir, load_tag = (Path(directory) / tag, UNIVERSAL) if universal else (directory, tag)
-        path, client_state = engine.load_checkpoint(
-            str(load_dir), tag=load_tag, load_optimizer_states=True, load_lr_scheduler_states=True
-        )
+        with weights_only_loading(Path(directory) / tag):
+            path, client_state = engine.load_checkpoint(
+                str(load_dir), tag=load_tag, load_optimizer_states=True, load_lr_scheduler_states=True
+            )
         if path is None:
             raise RuntimeError(f"DeepSpeed could not load checkpoint {directory / tag}")
         rng_file = directory / tag / f"rng_rank{self.rank:05d}.json"

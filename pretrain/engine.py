@@ -30,7 +30,7 @@ def _deepspeed(cfg: PretrainConfig):
     return deepspeed
 
 
-def _deepspeed_env() -> None:
+def deepspeed_env() -> None:
     """For offline tools (export, conversion): any accelerator does; don't probe for one."""
     os.environ.setdefault("DS_ACCELERATOR", "cuda" if torch.cuda.is_available() else "cpu")
 
@@ -203,7 +203,7 @@ def to_universal(checkpoint: Path, out: Path) -> None:
     Runs in this process on CPU; the caller makes it atomic."""
     import argparse
 
-    _deepspeed_env()
+    deepspeed_env()
     from deepspeed.checkpoint import ds_to_universal
 
     args = argparse.Namespace(input_folder=str(checkpoint), output_folder=str(out), num_extract_workers=1,
@@ -215,15 +215,18 @@ def to_universal(checkpoint: Path, out: Path) -> None:
 def consolidated_state_dict(checkpoint: Path) -> dict[str, torch.Tensor]:
     """The full fp32 model state dict of a checkpoint folder, whatever the ZeRO stage and world
     size that wrote it (DeepSpeed's zero_to_fp32: merges the optimizer's fp32 shards)."""
-    _deepspeed_env()
+    deepspeed_env()
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
+    from pretrain.checkpoint import weights_only_loading
+
     checkpoint = Path(checkpoint)
-    if not list(checkpoint.glob("*optim_states.pt")):
-        # ZeRO-0 in fp32: no optimizer shards; the module's own weights are the fp32 weights.
-        states = torch.load(checkpoint / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=True)
-        return {k: v.float() for k, v in states["module"].items()}
-    state = get_fp32_state_dict_from_zero_checkpoint(str(checkpoint.parent), tag=checkpoint.name)
+    with weights_only_loading(checkpoint):
+        if not list(checkpoint.glob("*optim_states.pt")):
+            # ZeRO-0 in fp32: no optimizer shards; the module's own weights are the fp32 weights.
+            states = torch.load(checkpoint / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=True)
+            return {k: v.float() for k, v in states["module"].items()}
+        state = get_fp32_state_dict_from_zero_checkpoint(str(checkpoint.parent), tag=checkpoint.name)
     return {k: v.contiguous() for k, v in state.items()}
 
 

@@ -118,6 +118,45 @@ def test_killed_run_continues_with_the_same_command(straight, corpus, tmp_path):
         assert a["consumed_samples"] == b["consumed_samples"]
 
 
+class Planted:
+    """Unpickling this runs `touch <path>`: what a malicious checkpoint would carry."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.path}",)
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_and_runs_nothing(straight, corpus, tmp_path):
+    """DeepSpeed loads its files with weights_only=False; ours load them weights-only with an
+    allowlist of DeepSpeed's classes: a planted callable is refused by resume and export alike."""
+    import shutil
+
+    import torch
+
+    from pretrain.checkpoint import UnsafeCheckpointError
+    from pretrain.engine import consolidated_state_dict
+
+    src = straight[0] / "checkpoints" / f"step_{STEPS:08d}"
+    run_dir = tmp_path / "planted"
+    step_dir = run_dir / "checkpoints" / src.name
+    shutil.copytree(src, step_dir)
+    (run_dir / "checkpoints" / "latest").write_text(src.name + "\n")
+    marker = tmp_path / "code_ran"
+    states = step_dir / "mp_rank_00_model_states.pt"
+    data = torch.load(states, weights_only=False, map_location="cpu")  # our own file, trusted here
+    data["planted"] = Planted(marker)
+    torch.save(data, states)
+
+    proc = run_module("launch", *_args(corpus, run_dir), check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and f"refused to load {step_dir}" in out and "posix.system" in out, out[-3000:]
+    with pytest.raises(UnsafeCheckpointError, match="unpickling it could run code"):
+        consolidated_state_dict(step_dir)
+    assert not marker.exists()
+
+
 def _samples(run_dir):
     """step -> the global sample indices the ranks trained on (debug.record_samples)."""
     by_step = {}
