@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from launch import worker
-from launch.plan import DEFAULT_PORT, LaunchError, Plan, checked_env, command_plan, rank_overrides
+from launch.plan import DEFAULT_PORT, LaunchError, LaunchPlan, checked_env, command_plan, rank_overrides
 from pretrain.config import PretrainConfig
 
 # A host name or address; never starting with "-", which ssh or mpirun would take as an option.
@@ -46,7 +46,7 @@ def read_hostfile(path: Path) -> dict[str, int]:
     return hosts
 
 
-def plan(cfg: PretrainConfig, overrides: list[str], run_dir: Path) -> Plan:
+def plan(cfg: PretrainConfig, overrides: list[str], run_dir: Path) -> LaunchPlan:
     c = cfg.cluster
     if not c.hostfile:
         raise LaunchError("cluster=hostfile needs cluster.hostfile=PATH (lines of 'host slots=N')")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from launch.plan import LaunchError, Plan, command_plan, rank_overrides, this_machine_env
+from launch.plan import LaunchError, LaunchPlan, command_plan, rank_overrides, this_machine_env
 from pretrain.comm import free_port
 from pretrain.config import PretrainConfig
 
@@ -27,5 +27,5 @@ def command(cfg: PretrainConfig, overrides: list[str], run_dir: Path) -> list[st
     raise LaunchError(f"cluster.launcher must be torchrun or deepspeed, not {c.launcher!r}")
 
 
-def plan(cfg: PretrainConfig, overrides: list[str], run_dir: Path) -> Plan:
+def plan(cfg: PretrainConfig, overrides: list[str], run_dir: Path) -> LaunchPlan:
     return command_plan(command(cfg, overrides, run_dir), this_machine_env(cfg))

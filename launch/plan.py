@@ -17,6 +17,7 @@ from typing import Callable
 
 from hydra.core.override_parser.types import Quote, QuotedString
 
+from dataprep.overrides import override_key
 from pretrain.config import PretrainConfig
 
 DEFAULT_PORT = 29500  # across nodes the port cannot be picked free: every node must know it
@@ -29,7 +30,9 @@ class LaunchError(Exception):
 
 
 @dataclass
-class Plan:
+class LaunchPlan:
+    """How a launcher starts a run: the text a dry run prints and the function that starts it."""
+
     text: str  # what cluster.dry_run=true prints: the exact commands, script or trainer
     start: Callable[[], int]  # runs it; returns an exit status
     trains: bool = True  # False: start() only submits the job (sbatch)
@@ -43,7 +46,7 @@ def hydra_quote(value: str) -> str:
 def rank_overrides(overrides: list[str], run_dir: Path) -> list[str]:
     """The launch's overrides for `python -m pretrain`: every rank gets the same absolute run_dir,
     so one run writes one folder (no per-rank or timestamped folders)."""
-    kept = [o for o in overrides if o.lstrip("+~").split("=", 1)[0] not in ("run_dir", "cluster.dry_run")]
+    kept = [o for o in overrides if override_key(o) not in ("run_dir", "cluster.dry_run")]
     return kept + [f"run_dir={hydra_quote(str(run_dir))}"]
 
 
@@ -70,7 +73,7 @@ def this_machine_env(cfg: PretrainConfig) -> dict[str, str]:
 
 
 def command_plan(cmd: list[str], env: dict[str, str], notes: tuple[str, ...] = (),
-                 trains: bool = True) -> Plan:
+                 trains: bool = True) -> LaunchPlan:
     """Run `cmd` (with `env` added to this process's environment) and wait for it."""
     shown = shlex.join(["env", *(f"{k}={v}" for k, v in env.items()), *cmd] if env else cmd)
 
@@ -82,4 +85,4 @@ def command_plan(cmd: list[str], env: dict[str, str], notes: tuple[str, ...] = (
             proc.send_signal(signal.SIGINT)
             return proc.wait()
 
-    return Plan("\n".join([shown, *notes]), start, trains)
+    return LaunchPlan("\n".join([shown, *notes]), start, trains)

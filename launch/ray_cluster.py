@@ -19,7 +19,7 @@ import ray.train
 from ray.train import Checkpoint, CheckpointUploadMode, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
-from launch.plan import Plan, checked_env, rank_overrides
+from launch.plan import LaunchPlan, checked_env, rank_overrides
 from pretrain.config import PretrainConfig
 
 
@@ -50,7 +50,7 @@ def _args(kwargs: dict) -> str:
     return ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
 
 
-def plan(cfg: PretrainConfig, overrides: list[str], run_dir: Path) -> Plan:
+def plan(cfg: PretrainConfig, overrides: list[str], run_dir: Path) -> LaunchPlan:
     c = cfg.cluster
     cfg = replace(cfg, run_dir=str(run_dir), data=replace(cfg.data, manifest=str(Path(cfg.data.manifest).resolve())))
     scaling = dict(num_workers=c.nproc, use_gpu=c.use_gpu)
@@ -85,4 +85,4 @@ def plan(cfg: PretrainConfig, overrides: list[str], run_dir: Path) -> Plan:
             ray.shutdown()
         return 0
 
-    return Plan(text, start)
+    return LaunchPlan(text, start)

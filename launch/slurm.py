@@ -14,7 +14,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from launch.plan import DEFAULT_PORT, LaunchError, Plan, checked_env, command_plan, rank_overrides
+from launch.plan import DEFAULT_PORT, LaunchError, LaunchPlan, checked_env, command_plan, rank_overrides
 from launch.torchrun import AGENT_ENV
 from pretrain.config import PretrainConfig
 
@@ -59,11 +59,11 @@ def script(cfg: PretrainConfig, overrides: list[str], run_dir: Path) -> str:
     ])
 
 
-def plan(cfg: PretrainConfig, overrides: list[str], run_dir: Path) -> Plan:
+def plan(cfg: PretrainConfig, overrides: list[str], run_dir: Path) -> LaunchPlan:
     path = run_dir / "train.sbatch"
     text = script(cfg, overrides, run_dir)
     # Written in a dry run too: the script is what a dry run is for.
     run_dir.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     submit = command_plan(["sbatch", str(path)], {}, trains=False)
-    return Plan(f"# {path}\n{text}\n{submit.text}", submit.start, trains=False)
+    return LaunchPlan(f"# {path}\n{text}\n{submit.text}", submit.start, trains=False)

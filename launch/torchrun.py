@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from launch.plan import DEFAULT_PORT, Plan, command_plan, rank_overrides, this_machine_env
+from launch.plan import DEFAULT_PORT, LaunchPlan, command_plan, rank_overrides, this_machine_env
 from pretrain.config import PretrainConfig
 
 # By default the c10d rendezvous hands every restart the same TCPStore, still holding the last
@@ -32,5 +32,5 @@ def command(cfg: PretrainConfig, overrides: list[str], run_dir: Path) -> list[st
     return cmd + ["-m", "pretrain", *rank_overrides(overrides, run_dir)]
 
 
-def plan(cfg: PretrainConfig, overrides: list[str], run_dir: Path) -> Plan:
+def plan(cfg: PretrainConfig, overrides: list[str], run_dir: Path) -> LaunchPlan:
     return command_plan(command(cfg, overrides, run_dir), {**AGENT_ENV, **this_machine_env(cfg)})

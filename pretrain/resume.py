@@ -17,6 +17,8 @@ from typing import Any, Iterable, Optional
 
 from omegaconf import OmegaConf
 
+from dataprep.overrides import override_key
+
 from pretrain.checkpoint import Checkpointer, checkpoint_folder
 from pretrain.config import PretrainConfig
 from pretrain.data import BatchLayout
@@ -80,7 +82,8 @@ def check_continuation(saved: PretrainConfig, cfg: PretrainConfig, where: str) -
 
 
 def _override_key(override: str) -> str | None:
-    key = override.split("=", 1)[0].lstrip("+~")
+    """The key an override sets (None: it deletes one, or it is Hydra's own)."""
+    key = override_key(override)
     return None if "=" not in override or key.startswith("hydra") else key
 
 
