@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -15,6 +17,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
+from launch.agent import FAILURES_ENV
 from launch.plan import LaunchError
 from pretrain import resume
 from pretrain.config import PretrainConfig, register
@@ -44,6 +47,29 @@ def report(run_dir: Path, started: float) -> tuple[bool, str]:
     return finished, "\n".join(lines)
 
 
+def stopped(run_dir: Path, rc: int, failures: list[dict]) -> str:
+    """The last lines of a launch whose run stopped before train.max_steps: how far it got, why,
+    the checkpoint it continues from, and that the same command does so."""
+    progress = run_dir / "progress"
+    step, total = (progress.read_text().split() + ["?", "?"])[:2] if progress.exists() else ("0", "?")
+    if failures:
+        first = failures[0]
+        why = (f"rank {first['rank']} killed by {first['signal']}" if first["signal"]
+               else f"rank {first['rank']} exited with code {first['exitcode']}")
+    else:
+        why = f"the launcher exited with code {rc}"
+    lines = [f"stopped at step {step} of {total} ({why})"]
+    latest = run_dir / "checkpoints" / "latest"
+    command = "python -m launch " + shlex.join(sys.argv[1:])
+    if latest.exists():
+        tag = latest.read_text().strip()
+        lines.append(f"latest complete checkpoint: {run_dir / 'checkpoints' / tag} (step {int(tag[5:])})")
+        lines.append(f"the same command resumes from it: {command}")
+    else:
+        lines.append(f"no complete checkpoint yet: the same command starts again from step 0: {command}")
+    return "\n".join(lines)
+
+
 LAUNCHERS = {"local": "launch.local", "torchrun": "launch.torchrun", "hostfile": "launch.hostfile",
              "slurm": "launch.slurm", "ray": "launch.ray_cluster"}
 
@@ -68,6 +94,8 @@ def main(cfg) -> None:
     if config.cluster.dry_run:
         return
     started = time.time()
+    failures_file = run_dir / f".launch_failures.{os.getpid()}.json"  # written by launch.agent
+    os.environ[FAILURES_ENV] = str(failures_file)
     rc = plan.start()
     if not plan.trains:
         sys.exit(rc)
@@ -77,8 +105,11 @@ def main(cfg) -> None:
         # Training and its last checkpoint completed; a rank failed while exiting.
         print(f"launch: the launcher exited with {rc} after training finished", file=sys.stderr)
         rc = 0
-    if rc != 0:
-        sys.exit(rc)
+    failures = json.loads(failures_file.read_text()) if failures_file.exists() else []
+    failures_file.unlink(missing_ok=True)
+    if rc != 0 or not finished:
+        print(stopped(run_dir, rc, failures), flush=True)
+        sys.exit(rc or 1)
 
 
 if __name__ == "__main__":

@@ -223,12 +223,15 @@ def loop(r: Run, on_checkpoint: Optional[Callable[[int, Path, dict], None]] = No
     bar = _progress_bar(cfg, r.rank, r.start_step, max_steps)
     prefetch = Prefetcher(r.train_set, r.layout, r.rank, r.start_step, max_steps, r.device, cfg.data.prefetch)
     interval = _Interval(r.device)
+    progress = _Progress(run_dir, max_steps) if r.rank == 0 else None
     with prefetch, bar, (_redirect_logging() if not bar.disable else contextlib.nullcontext()):
         batches = iter(prefetch)
         for step in range(r.start_step, max_steps):
             step_loss, read = train_step(r.engine, batches, r.layout.grad_accum_steps, r.device)
             interval.add(step_loss)
             done = step + 1
+            if progress:
+                progress.write(done)
             if sample_log:
                 sample_log.write(done, r.world, read)
             bar.update(1)
@@ -263,6 +266,8 @@ def loop(r: Run, on_checkpoint: Optional[Callable[[int, Path, dict], None]] = No
                     on_checkpoint(done, path, record)
             interval = _Interval(r.device)  # evaluation and saving are not training time
     metrics.close()
+    if progress:
+        progress.close()
     if r.rank == 0:
         summary["final_step"] = max(r.start_step, max_steps)
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -305,6 +310,21 @@ def _redirect_logging():
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     return logging_redirect_tqdm()
+
+
+class _Progress:
+    """run_dir/progress: the last step this run reached, rewritten in place every step (a few
+    bytes, no sync), so that a launcher whose ranks died can say how far they got."""
+
+    def __init__(self, run_dir: Path, max_steps: int):
+        self.fd = os.open(run_dir / "progress", os.O_WRONLY | os.O_CREAT, 0o644)
+        self.max_steps = max_steps
+
+    def write(self, step: int) -> None:
+        os.pwrite(self.fd, f"{step:>12} {self.max_steps:>12}\n".encode(), 0)
+
+    def close(self) -> None:
+        os.close(self.fd)
 
 
 class _SampleLog:
