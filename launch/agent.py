@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+import time
 from pathlib import Path
 
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
@@ -28,7 +30,22 @@ def describe(failures: dict) -> list[dict]:
     return out
 
 
+def _exit_with_launcher() -> None:
+    """An agent whose launcher (`python -m launch`) was killed stops too, and its ranks with it
+    (they watch the agent): a rerun of the launcher must not meet a run still going."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="launcher-watch", daemon=True).start()
+
+
 def main() -> None:
+    if os.environ.get(FAILURES_ENV):  # started by the launcher (not by srun on a Slurm node)
+        _exit_with_launcher()
     try:
         torchrun()
     except ChildFailedError as e:
