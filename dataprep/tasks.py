@@ -21,6 +21,8 @@ from typing import Any, Callable
 import pyarrow as pa
 import ray
 
+from dataprep.remote import InputUnavailable
+
 log = logging.getLogger("dataprep")
 
 
@@ -67,7 +69,10 @@ def arrow_worker_memory() -> None:
 
 def _run_and_mark(fn: Callable[..., dict], marker: str, args: tuple) -> dict:
     arrow_worker_memory()
-    stats = fn(*args)
+    try:
+        stats = fn(*args)
+    except InputUnavailable as e:  # its input could not be read: no marker, a rerun tries again
+        return {FAILED: str(e)}
     write_json(Path(marker), stats)
     return stats
 
@@ -79,6 +84,7 @@ WORKER_ENV = {"ARROW_DEFAULT_MEMORY_POOL": os.environ.get(
     "ARROW_DEFAULT_MEMORY_POOL", "jemalloc" if "jemalloc" in pa.supported_memory_backends() else "system")}
 _remote = ray.remote(_run_and_mark).options(runtime_env={"env_vars": WORKER_ENV})
 REPORT_EVERY_S = 5.0
+FAILED = "failed"  # the key of a task's result when its input could not be read
 
 
 def marker_path(stage_dir: str | Path, task: str) -> Path:
@@ -123,6 +129,8 @@ class TaskRunner:
             for ref in ready:
                 name = pending.pop(ref)
                 results[name] = ray.get(ref)
+                if FAILED in results[name]:
+                    log.warning("[%s] task %s failed, left for a rerun: %s", self.stage, name, results[name][FAILED])
                 docs += int(results[name].get("docs_in", 0))
                 elapsed = time.perf_counter() - start
                 if pending and elapsed - last_report < REPORT_EVERY_S:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from dataprep.config import DataprepConfig, MixtureSourceConfig
-from dataprep.readers import glob_files, list_inputs, task_name
+from dataprep.readers import glob_files, list_archives, task_name
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class StageInputs:
     def of(cls, cfg: DataprepConfig) -> "StageInputs":
         """The job's input files, listed once; a missing input folder, or no archive in it, stops
         the job here (the mixture's files were checked with the config)."""
-        archives = list_inputs(cfg.ingest.input_dir, cfg.ingest.patterns, "ingest.")
+        archives = list_archives(cfg.ingest)
         sources = cfg.mixture.sources_or_crawl()
         return cls(cfg, {task_name(f): Path(f) if "://" not in f else f for f in archives},
                    {name: {task_name(f): f for f in glob_files(src.paths)}

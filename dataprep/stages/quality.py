@@ -48,7 +48,7 @@ def training_data(layout: CorpusLayout, inputs: StageInputs) -> tuple[list[str],
     positives = list(quality.reference_documents(q.reference_paths, q.chunk_chars))
     wanted = set(inputs.cfg.langid.languages)
     negatives = []
-    for n in inputs.archives:
+    for n in inputs.outputs[extract.NAME]:  # the archives that were read (not those that failed)
         for part in (layout.documents(extract.NAME, n), layout.dropped(extract.NAME, n)):
             for d in read_documents(part, ["text", "lang"]):
                 if d["text"] and d["lang"] is not None and (not wanted or d["lang"] in wanted):
