@@ -252,6 +252,7 @@ def loop(r: Run, on_checkpoint: Optional[Callable[[int, Path, dict], None]] = No
             summary.setdefault("first_loss", record["loss"])
             summary["last_loss"] = record["loss"]
             if save:
+                t_save = time.perf_counter()
                 path = r.ckpt.save(
                     r.engine, done,
                     {"step": done, "consumed_samples": done * r.layout.global_batch,
@@ -261,7 +262,8 @@ def loop(r: Run, on_checkpoint: Optional[Callable[[int, Path, dict], None]] = No
                     config_yaml=r.config_yaml,
                     sleep_s=cfg.debug.sleep_in_save_s if cfg.debug.sleep_in_save_step in (0, done) else 0.0,
                 )
-                log.info("checkpoint %s", path)
+                size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if r.rank == 0 else 0
+                log.info("checkpoint %s (%.1f s, %.1f MB)", path, time.perf_counter() - t_save, size / 1e6)
                 if on_checkpoint:
                     on_checkpoint(done, path, record)
             interval = _Interval(r.device)  # evaluation and saving are not training time
