@@ -1,6 +1,10 @@
 """`python -m launch [hydra overrides]`: start training on the configured cluster and report.
 
 `cluster.dry_run=true` prints the exact commands (or sbatch script, or Ray trainer) and stops.
+
+`python -m launch -m model=scale_1,scale_2,...` (a Hydra multirun) trains one run after the
+other, each in its own run_dir `hydra.sweep.dir/hydra.sweep.subdir` (conf/pretrain.yaml:
+runs/sweep/<job number>_<model>); `python -m pretrain.scaling` fits scaling laws to them.
 """
 
 from __future__ import annotations
@@ -15,8 +19,10 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import OmegaConf
 
+from dataprep.overrides import override_key
 from launch.agent import FAILURES_ENV
 from launch.plan import LaunchError
 from pretrain import resume
@@ -70,15 +76,33 @@ def stopped(run_dir: Path, rc: int, failures: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def sweep_run_dir(config: PretrainConfig, overrides: list[str]) -> str:
+    """Under `-m`, each job's run_dir: the folder Hydra made for it in the sweep."""
+    keys = {override_key(o) for o in overrides}
+    if "run_dir" in keys or ("resume" in keys and config.resume not in ("auto", "never")):
+        raise LaunchError("under -m each run's run_dir is hydra.sweep.dir/hydra.sweep.subdir; "
+                          "set hydra.sweep.dir=DIR instead of run_dir (or resume) for the sweep")
+    return HydraConfig.get().runtime.output_dir
+
+
 LAUNCHERS = {"local": "launch.local", "torchrun": "launch.torchrun", "hostfile": "launch.hostfile",
              "slurm": "launch.slurm", "ray": "launch.ray_cluster"}
 
 
 @hydra.main(version_base=None, config_path=CONF_DIR, config_name="pretrain")
 def main(cfg) -> None:
-    try:  # the schema's value checks; resume=<run_dir>: that run's config, overrides on top
+    try:  # the schema's value checks
         config: PretrainConfig = OmegaConf.to_object(cfg)
-        config = resume.apply(config, list(HydraConfig.get().overrides.task))
+    except ValueError as e:
+        sys.exit(f"launch: {e}")
+    overrides = list(HydraConfig.get().overrides.task)
+    if HydraConfig.get().mode == RunMode.MULTIRUN:
+        try:
+            config.run_dir = sweep_run_dir(config, overrides)
+        except LaunchError as e:
+            sys.exit(f"launch: {e}")
+    try:  # resume=<run_dir>: that run's saved config, the command line's overrides on top
+        config = resume.apply(config, overrides)
     except ValueError as e:
         sys.exit(f"launch: {e}")
     run_dir = Path(config.run_dir).resolve()
@@ -86,8 +110,7 @@ def main(cfg) -> None:
     if name not in LAUNCHERS:
         sys.exit(f"launch: cluster.name={name!r} is not one of {', '.join(LAUNCHERS)}")
     try:
-        plan = importlib.import_module(LAUNCHERS[name]).plan(
-            config, list(HydraConfig.get().overrides.task), run_dir)
+        plan = importlib.import_module(LAUNCHERS[name]).plan(config, overrides, run_dir)
     except LaunchError as e:
         sys.exit(f"launch: {e}")
     print(plan.text, flush=True)
