@@ -195,13 +195,6 @@ class Evaluator:
 
     def __init__(self, settings: EvalConfig, tokenizer, *, seq_len: int, eod_id: Optional[int],
                  rank: int = 0, world: int = 1):
-        unknown = [t for t in settings.tasks if t not in TASKS]
-        if unknown:
-            raise ValueError(f"eval.tasks: unknown task(s) {unknown}; known: {', '.join(TASKS)}")
-        if settings.batch_size < 1:
-            raise ValueError(f"eval.batch_size={settings.batch_size} must be at least 1")
-        if settings.limit is not None and settings.limit < 1:
-            raise ValueError(f"eval.limit={settings.limit} must be at least 1 (or null for all)")
         self.settings = settings
         self.tasks = [t for t in TASKS if t in settings.tasks]
         self.n: dict[str, int] = {}
@@ -311,10 +304,11 @@ def evaluate(model: Callable[[torch.Tensor], torch.Tensor], tokenizer, settings:
 
 
 def due(settings: EvalConfig, step: int, max_steps: int) -> bool:
-    """Whether training evaluates after `step` (1-based): every eval.every_steps and at the end."""
-    if not settings.tasks:
+    """Whether training evaluates after `step` (1-based): every eval.every_steps and at the end;
+    never when eval.every_steps is 0 (the default: `python -m pretrain.evaluate` afterwards)."""
+    if not settings.tasks or settings.every_steps <= 0:
         return False
-    return step == max_steps or (settings.every_steps > 0 and step % settings.every_steps == 0)
+    return step == max_steps or step % settings.every_steps == 0
 
 
 def load_tokenizer(manifest_path: str | Path):
