@@ -14,13 +14,13 @@ import time
 from dataprep.config import DataprepConfig
 from dataprep.layout import CorpusLayout
 from dataprep.manifest import mixture_table
-from dataprep.stages import StageInputs, dedup, extract, quality, shards, sources, tokenize
+from dataprep.stages import StageInputs, decontam, dedup, extract, quality, shards, sources, tokenize
 from dataprep.stats import table
 from dataprep.tasks import ray_session, write_json
 
 log = logging.getLogger("dataprep")
 
-STAGES = (extract, quality, dedup, sources, tokenize, shards)
+STAGES = (extract, quality, dedup, sources, decontam, tokenize, shards)
 
 
 def run_stages(layout: CorpusLayout, inputs: StageInputs) -> dict:
