@@ -57,6 +57,9 @@ def test_stats_account_for_every_document(corpus):
     assert stages["extract"]["dropped"]["not_html"] > 0  # images, PDFs, robots.txt ...
     assert stages["filter"]["dropped"].get("too_short", 0) > 0
     assert stages["dedup"]["dropped"]["exact_duplicate"] > 0
+    for sizes, dropped in (("exact_group_sizes", "exact_duplicates"), ("cluster_sizes", "near_duplicates")):
+        # a group of k documents keeps one: k - 1 duplicates
+        assert sum((int(k) - 1) * n for k, n in stages["dedup"][sizes].items()) == stages["dedup"][dropped]
     assert manifest["total_documents"] == stats["documents"] == sum(s["documents"] for s in manifest["sources"].values())
 
 
