@@ -17,6 +17,7 @@ SOURCE_KINDS = ("crawl", "text", "jsonl", "parquet")
 TEXT_SPLITS = ("file", "headings", "chunks")
 QUALITY_SELECTIONS = ("pareto", "threshold", "none")
 SHINGLE_HASHES = ("wordhash", "sha1")  # dataprep/shingling.py's SHINGLE_HASHES
+DECONTAM_MODES = ("drop", "mark")
 
 
 @dataclass
@@ -277,9 +278,9 @@ class MixtureConfig:
             raise ValueError(f"mixture.tolerance={self.tolerance}: must be in (0, 1)")
 
 
-def _check_source(name: str, s: MixtureSourceConfig) -> None:
+def _check_source(name: str, s: MixtureSourceConfig, key: str | None = None) -> None:
     """A source's values, named by its key (a source does not know its own name)."""
-    key = f"mixture.sources.{name}"
+    key = key or f"mixture.sources.{name}"
     if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
         raise ValueError(f"{key}: a source name may hold letters, digits, '_' and '-' only")
     if s.kind not in SOURCE_KINDS:
@@ -294,6 +295,54 @@ def _check_source(name: str, s: MixtureSourceConfig) -> None:
         raise ValueError(f"{key}.paths: a crawl source is this job's dedup output, it takes no paths")
     if s.kind != "crawl" and not glob_files(s.paths):
         raise FileNotFoundError(f"{key}.paths={list(s.paths)}: no file matches")
+
+
+@dataclass
+class EvalSetConfig:
+    # An evaluation set, read as a mixture source of the same kind is (dataprep/mixture.py): each
+    # record (jsonl, parquet) or part of a text file (split) is one example.
+    kind: str = "jsonl"
+    paths: List[str] = field(default_factory=list)
+    split: str = "file"
+    chunk_chars: int = 20_000
+    text_field: str = "text"
+    id_field: str = "id"
+    # A token standing for a word the set removed (WikiText: "<unk>"): no n-gram spans it.
+    placeholder: Optional[str] = None
+
+    def as_source(self) -> MixtureSourceConfig:
+        """The same files, as mixture.read_source_file reads them."""
+        return MixtureSourceConfig(kind=self.kind, paths=list(self.paths), split=self.split,
+                                   chunk_chars=self.chunk_chars, text_field=self.text_field, id_field=self.id_field)
+
+
+@dataclass
+class DecontamConfig:
+    # GPT-3 appendix C: a training document (of every mixture source) sharing an ngram-word n-gram
+    # of normalized words with an example of an evaluation set is dropped (mode drop: reason
+    # "contaminated") or kept with the sets named in its `contamination` column (mode mark).
+    enabled: bool = True
+    mode: str = "drop"
+    ngram: int = 13
+    # Name -> evaluation set (conf/dataprep.yaml: LAMBADA and WikiText-2's test split). Empty:
+    # nothing to decontaminate against.
+    sets: Dict[str, EvalSetConfig] = field(default_factory=dict)
+    # stats.json names up to this many contaminated documents and hit examples per set.
+    example_ids: int = 10
+
+    def __post_init__(self) -> None:
+        if self.enabled:
+            self._check()
+
+    def _check(self) -> None:
+        if self.mode not in DECONTAM_MODES:
+            raise ValueError(f"decontam.mode={self.mode!r}: must be one of {', '.join(DECONTAM_MODES)}")
+        if self.ngram < 1:
+            raise ValueError(f"decontam.ngram={self.ngram}: must be at least 1")
+        for name, s in self.sets.items():
+            if s.kind == "crawl":
+                raise ValueError(f"decontam.sets.{name}.kind: an evaluation set is read from files (text, jsonl, parquet)")
+            _check_source(name, s.as_source(), key=f"decontam.sets.{name}")
 
 
 @dataclass
@@ -319,6 +368,7 @@ class DataprepConfig:
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     shards: ShardConfig = field(default_factory=ShardConfig)
     mixture: MixtureConfig = field(default_factory=MixtureConfig)
+    decontam: DecontamConfig = field(default_factory=DecontamConfig)
     ray: RayConfig = field(default_factory=RayConfig)
 
 

@@ -38,9 +38,11 @@ import json
 import logging
 import math
 import time
+from collections import Counter
 from dataclasses import asdict
 from functools import partial
 from pathlib import Path
+from typing import Iterable
 
 from dataprep import dedup
 from dataprep.config import DedupConfig
@@ -64,6 +66,14 @@ EXACT_RECORD_BYTES = 160
 # (bench/bench_dedup.py): a large-star task holds each edge from both ends (two 16-byte records,
 # sorted: 46 bytes a record), a small-star task once, but writes up to four records for it.
 COMPONENT_EDGE_BYTES = 128
+
+
+def add_counts(parts: Iterable[dict[str, int]]) -> dict[str, int]:
+    """Size -> count tables summed, by increasing size."""
+    total: Counter = Counter()
+    for p in parts:
+        total.update(p)
+    return {k: total[k] for k in sorted(total, key=int)}
 
 
 class Deduplicator:
@@ -146,13 +156,17 @@ class Deduplicator:
                 p: (near["last_step"](p), sig_paths, out) for p, out in zip(near["parts"], clusters)}).values()
             near.update(near_duplicates=sum(r["near_duplicates"] for r in found),
                         clusters=sum(r["clusters"] for r in found),
-                        largest_cluster=max(r["largest_cluster"] for r in found))
+                        largest_cluster=max(r["largest_cluster"] for r in found),
+                        cluster_sizes=add_counts(r.get("cluster_sizes", {}) for r in found))
             decision_paths += clusters
         filtered = stage("filter", w, filter_task, {
             n: (docs[n], i, list(decision_paths), kept[n], dropped[n]) for i, n in enumerate(names)})
 
         s = merge(filtered[n] for n in names)
         s["exact_duplicates"] = sum(r["exact_duplicates"] for r in exact.values())
+        # How many groups of exact duplicates, and clusters of near ones, have each size (documents).
+        s["exact_group_sizes"] = add_counts(r.get("group_sizes", {}) for r in exact.values())
+        s["cluster_sizes"] = near.get("cluster_sizes", {})
         s["near_duplicates"] = near.get("near_duplicates", 0)
         s["clusters"] = near.get("clusters", 0)
         s["largest_cluster"] = near.get("largest_cluster", 0)

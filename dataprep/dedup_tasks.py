@@ -21,6 +21,12 @@ from dataprep.documents import TableWriter, open_parquet, write_table
 from dataprep.stats import drop, stage_stats
 
 
+def size_counts(sizes: np.ndarray) -> dict[str, int]:
+    """How many groups (clusters) have each size: {"size": count}, for stats.json."""
+    values, counts = np.unique(sizes, return_counts=True)
+    return {str(int(v)): int(c) for v, c in zip(values, counts)}
+
+
 def exact_hash_task(docs_path: str, file_index: int, outs: list[str], quality_column: str | None,
                     buffer_bytes: int) -> dict:
     t0 = time.perf_counter()
@@ -50,7 +56,11 @@ def exact_groups_task(in_paths: list[str], out: str) -> dict:
     dup = np.flatnonzero(survivor != np.arange(len(group)))
     decisions = decision_table(group["doc"].to_numpy()[dup], "exact_duplicate", group["id"].take(survivor[dup]))
     write_table(decisions.sort_by("doc"), out, DECISION_ROW_GROUP, use_dictionary=False)
-    return {"docs_in": len(table), "exact_duplicates": len(dup), "seconds": time.perf_counter() - t0}
+    h0, h1 = h0[grouped], h1[grouped]
+    first = np.ones(len(h0), dtype=bool)  # the first document of each group of equal digests
+    first[1:] = (h0[1:] != h0[:-1]) | (h1[1:] != h1[:-1])
+    return {"docs_in": len(table), "exact_duplicates": len(dup),
+            "group_sizes": size_counts(np.diff(np.flatnonzero(first), append=len(h0))), "seconds": time.perf_counter() - t0}
 
 
 def signature_task(docs_path: str, file_index: int, exact_paths: list[str], sig_out: str,
@@ -130,7 +140,8 @@ def clusters_task(in_paths: list[str], sig_paths: list[str], out: str) -> dict:
         decisions = decision_table(nodes[dup], "near_duplicate", meta["id"].take(survivor[dup]))  # nodes are sorted
     write_table(decisions, out, DECISION_ROW_GROUP, use_dictionary=False)
     return {"docs_in": len(nodes), "near_duplicates": len(decisions), "clusters": len(centres),
-            "largest_cluster": int(leaves.max(initial=-1)) + 1, "seconds": time.perf_counter() - t0}
+            "largest_cluster": int(leaves.max(initial=-1)) + 1, "cluster_sizes": size_counts(leaves + 1),
+            "seconds": time.perf_counter() - t0}
 
 
 def _with_column(table: pa.Table, name: str, values: pa.Array) -> pa.Table:

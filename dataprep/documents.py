@@ -28,6 +28,7 @@ SCHEMA = pa.schema(
         ("lang", pa.string()),  # language id (ISO 639-1) and its probability, set by extract
         ("lang_score", pa.float32()),
         ("quality_score", pa.float32()),  # the quality classifier's P(reference-like)
+        ("contamination", pa.string()),  # decontam.mode=mark: the evaluation sets it shares n-grams with
     ]
 )
 COLUMNS = SCHEMA.names
@@ -42,7 +43,7 @@ DICTIONARY_COLUMNS = ["source", "date", "drop_reason", "lang"]
 def new_document(id: str, text: str, url: str = "", source: str = "", date: str = "") -> dict:
     return {"id": id, "url": url, "source": source, "date": date, "text": text,
             "drop_reason": None, "duplicate_of": None, "lang": None, "lang_score": None,
-            "quality_score": None}
+            "quality_score": None, "contamination": None}
 
 
 class TableWriter:

@@ -7,11 +7,13 @@ output_dir/
   dedup/exact, signatures, bands, edges, components, clusters/ dedup stages (dataprep/dedup_stages.py)
   dedup/<task>.parquet, dedup/dropped/<task>.parquet          documents after dedup (the crawl)
   sources/<source>/<task>.parquet (+dropped)                  documents of the other mixture sources
+  decontam/<source>/<task>.parquet (+dropped)                 every source's documents, decontaminated
   tokenize/<source>/<task>_00000.bin/.idx, <task>.parquet     tokens per document (+ id, url, source)
   <stage>/_done/<task>.json                                   completion markers (dataprep/tasks.py)
   tokenizer.json                                              the tokenizer (tokenize stage)
   shard_*.bin/.idx, shard_*.docs.parquet, manifest.json       the mixture's shards, lineage, manifest
   stats.json                                                  every stage's counts (dataprep/pipeline.py)
+  report.html                                                 charts of stats.json and the manifest (dataprep/report.py)
 
 A task is named after its input file (dataprep/readers.py: task_name).
 """

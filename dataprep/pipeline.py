@@ -14,13 +14,14 @@ import time
 from dataprep.config import DataprepConfig
 from dataprep.layout import CorpusLayout
 from dataprep.manifest import mixture_table
-from dataprep.stages import StageInputs, dedup, extract, quality, shards, sources, tokenize
+from dataprep.report import write_report
+from dataprep.stages import StageInputs, decontam, dedup, extract, quality, shards, sources, tokenize
 from dataprep.stats import table
 from dataprep.tasks import ray_session, write_json
 
 log = logging.getLogger("dataprep")
 
-STAGES = (extract, quality, dedup, sources, tokenize, shards)
+STAGES = (extract, quality, dedup, sources, decontam, tokenize, shards)
 
 
 def run_stages(layout: CorpusLayout, inputs: StageInputs) -> dict:
@@ -42,6 +43,7 @@ def run_stages(layout: CorpusLayout, inputs: StageInputs) -> dict:
     log.info("mixture:\n%s", mixture_table(manifest))
     log.info("%d documents, %d tokens in %d shards: %s (%.1fs)", manifest["total_documents"],
              manifest["total_tokens"], len(manifest["shards"]), layout.manifest, summary["seconds"])
+    write_report(layout.root)
     return summary
 
 

@@ -32,12 +32,30 @@ def shingles(text: str, n: int) -> Iterator[bytes]:
 def _rolling(w: np.ndarray, n: int) -> np.ndarray:
     """Polynomial hash of each window of n consecutive word hashes: h = (..(C*M + w0)*M + w1..)
     mod 2^64, C and M odd constants (C so that leading zeros change the hash)."""
-    m = len(w) - n + 1
-    h = np.full(max(m, 0), _C64)
+    m = max(len(w) - n + 1, 0)  # no window in fewer than n words (w[k:k + m] must stay empty)
+    h = np.full(m, _C64)
     for k in range(n):
         h *= M64
         h += w[k:k + m]
     return h
+
+
+def _text_windows(w: np.ndarray, ends: np.ndarray, n: int) -> np.ndarray:
+    """_rolling over the words `w` of several texts (text i's words end at ends[i]), keeping only
+    the windows inside one text: those starting in a text's last n - 1 words run into the next."""
+    windows = _rolling(w, n)
+    crossing = (ends[:, None] - np.arange(1, n)).ravel()
+    valid = np.ones(len(windows), dtype=bool)
+    valid[crossing[(crossing >= 0) & (crossing < len(windows))]] = False
+    return windows[valid]
+
+
+def word_ngrams64(texts: Sequence[str], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """A 64-bit hash of each word n-gram of each text, text after text (fmix64 of the rolling hash
+    of its words' hashes; the words of word_hashes), and the number of n-grams of each text: a
+    text of fewer than n words has none."""
+    w, lengths = word_hashes(texts)
+    return fmix64(_text_windows(w, np.cumsum(lengths), n)), np.maximum(lengths - n + 1, 0)
 
 
 # In the table of _casefolded_chars: a character that casefolds to several (ß -> ss, and 103 more).
@@ -104,15 +122,9 @@ def wordhash_shingles(texts: Sequence[str], n: int) -> tuple[np.ndarray, np.ndar
     w, lengths = word_hashes(texts)
     counts = np.maximum(lengths - n + 1, 1)
     ends = np.cumsum(lengths)
-    # Windows over the whole batch at once; drop those that start in the last n - 1 words of a
-    # text (they run into the next text).
-    windows = _rolling(w, n)
-    crossing = (ends[:, None] - np.arange(1, n)).ravel()
-    valid = np.ones(len(windows), dtype=bool)
-    valid[crossing[(crossing >= 0) & (crossing < len(windows))]] = False
     long = lengths >= n
     hashes = np.empty(int(counts.sum()), dtype=np.uint64)
-    hashes[np.repeat(long, counts)] = windows[valid]
+    hashes[np.repeat(long, counts)] = _text_windows(w, ends, n)
     first = np.cumsum(counts) - counts
     for i in np.flatnonzero(~long):  # rare: texts shorter than one n-gram
         hashes[first[i]] = _rolling(w[ends[i] - lengths[i]:ends[i]], int(lengths[i]))[0]

@@ -14,9 +14,9 @@ import logging
 import os
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Any, Callable
+from typing import IO, Any, Callable
 
 import pyarrow as pa
 import ray
@@ -103,6 +103,22 @@ def once(marker: Path, step: Callable[[], dict]) -> dict:
     return result
 
 
+def task_progress(stage: str, total: int, done: int, file: IO[str] | None = None):
+    """A progress bar over a stage's tasks (done / total, rate, ETA) on `file` (stderr), shown
+    only when that is a terminal, as training's; the log lines are printed above it."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=done, desc=stage, unit="task", file=file, disable=None,
+                dynamic_ncols=True, leave=False)
+
+
+def _log_above(bar):
+    """While a bar is shown, log lines go above it instead of through it."""
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    return nullcontext() if bar.disable else logging_redirect_tqdm()
+
+
 class TaskRunner:
     def __init__(self, stage: str, stage_dir: Path):
         self.stage = stage
@@ -124,20 +140,26 @@ class TaskRunner:
         if len(results):
             log.info("[%s] %d/%d tasks already done, skipped", self.stage, len(results), len(tasks))
         start, docs, last_report = time.perf_counter(), 0, 0.0
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            for ref in ready:
-                name = pending.pop(ref)
-                results[name] = ray.get(ref)
-                if FAILED in results[name]:
-                    log.warning("[%s] task %s failed, left for a rerun: %s", self.stage, name, results[name][FAILED])
-                docs += int(results[name].get("docs_in", 0))
-                elapsed = time.perf_counter() - start
-                if pending and elapsed - last_report < REPORT_EVERY_S:
-                    continue
-                last_report = elapsed
-                log.info(
-                    "[%s] %d/%d tasks done, %d docs in %.1fs (%.0f docs/s)",
-                    self.stage, len(results), len(tasks), docs, elapsed, docs / max(elapsed, 1e-9),
-                )
+        if not pending:
+            return results
+        with task_progress(self.stage, len(tasks), len(results)) as bar, _log_above(bar):
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=1)
+                for ref in ready:
+                    name = pending.pop(ref)
+                    results[name] = ray.get(ref)
+                    if FAILED in results[name]:
+                        log.warning("[%s] task %s failed, left for a rerun: %s", self.stage, name,
+                                    results[name][FAILED])
+                    docs += int(results[name].get("docs_in", 0))
+                    elapsed = time.perf_counter() - start
+                    bar.set_postfix({"docs": docs, "docs/s": f"{docs / max(elapsed, 1e-9):.0f}"}, refresh=False)
+                    bar.update(1)
+                    if pending and elapsed - last_report < REPORT_EVERY_S:
+                        continue
+                    last_report = elapsed
+                    log.info(
+                        "[%s] %d/%d tasks done, %d docs in %.1fs (%.0f docs/s)",
+                        self.stage, len(results), len(tasks), docs, elapsed, docs / max(elapsed, 1e-9),
+                    )
         return results

@@ -307,6 +307,9 @@ def run(cfg: PretrainConfig, on_checkpoint: Optional[Callable[[int, Path, dict],
     r = build(cfg)
     summary = loop(r, on_checkpoint)
     deepspeed_engine.shutdown()
+    from pretrain.report import write_report  # matplotlib, imported once training is over
+
+    write_report(cfg.run_dir, r.rank)
     return summary
 
 

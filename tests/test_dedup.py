@@ -314,6 +314,7 @@ def test_stats_explain_every_document(near_dup_run, pairs):
     assert stats["dropped"] == {"near_duplicate": stats["near_duplicates"]}
     assert stats["near_duplicates"] == len(survivor)
     assert stats["clusters"] == len(set(survivor.values())) and stats["largest_cluster"] == 2
+    assert stats["cluster_sizes"] == {"2": stats["clusters"]}  # the report's cluster-size distribution
     assert (stats["bands"], stats["rows"], stats["partitions"]) == (9, 13, 3)
 
 
@@ -434,3 +435,4 @@ def test_standalone_command_on_jsonl_and_parquet(tmp_path):
     stats = json.loads((out / "stats.json").read_text())["stages"]["dedup"]
     assert (stats["docs_in"], stats["docs_out"], stats["exact_duplicates"], stats["near_duplicates"],
             stats["clusters"], stats["largest_cluster"]) == (34, 31, 2, 1, 1, 2)
+    assert (stats["exact_group_sizes"], stats["cluster_sizes"]) == ({"2": 2}, {"2": 1})

@@ -11,7 +11,8 @@ from conftest import run_module
 from dataprep.dedup import normalize
 from dataprep.shards import IndexedShard, sha256_file
 
-STAGES = ["extract", "language", "filter", "quality", "dedup", "tokenize"]
+STAGES = ["extract", "language", "filter", "quality", "dedup", "decontam", "tokenize"]
+CRAWL_CHAIN = STAGES[:5]  # each of these reads the one before
 
 
 def _all_docs(folder):
@@ -31,22 +32,34 @@ def test_stats_account_for_every_document(corpus):
     for name, s in stages.items():
         assert s["docs_in"] == s["docs_out"] + sum(s["dropped"].values()), name
         assert s["seconds"] >= 0
-    for a, b in zip(STAGES[:-1], STAGES[1:-1]):  # each stage reads the one before (tokenize: below)
+    for a, b in zip(CRAWL_CHAIN[:-1], CRAWL_CHAIN[1:]):
         assert stages[a]["docs_out"] == stages[b]["docs_in"], (a, b)
-    # tokenize reads the crawl (dedup's output) and every other mixture source's documents
+    # decontam reads the crawl (dedup's output) and every other mixture source's documents;
+    # tokenize reads what decontam kept of each
     manifest = json.loads((corpus / "manifest.json").read_text())
     crawl = next(n for n, s in manifest["sources"].items() if s["kind"] == "crawl")
     by_source = stages["tokenize"]["by_source"]
-    assert by_source[crawl] == stages["dedup"]["docs_out"]
-    assert len(by_source) >= 3 and set(by_source) == set(manifest["sources"])
+    clean = stages["decontam"]["by_source"]
+    assert clean[crawl]["docs_in"] == stages["dedup"]["docs_out"]
+    assert len(by_source) >= 3 and set(by_source) == set(clean) == set(manifest["sources"])
     for name, s in stats["sources"].items():
         assert s["docs_in"] == s["docs_out"] + sum(s["dropped"].values()), name
-        assert by_source[name] == s["docs_out"] == manifest["sources"][name]["source_documents"] > 0
-    assert stages["tokenize"]["docs_in"] == sum(by_source.values())
+        assert clean[name]["docs_in"] == s["docs_out"]
+    for name, c in clean.items():
+        assert c["docs_in"] == c["docs_out"] + c["contaminated"]  # mode drop
+        assert by_source[name] == c["docs_out"] == manifest["sources"][name]["source_documents"] > 0
+    assert stages["decontam"]["docs_in"] == sum(c["docs_in"] for c in clean.values())
+    assert stages["tokenize"]["docs_in"] == sum(by_source.values()) == stages["decontam"]["docs_out"]
+    sets = stages["decontam"]["sets"]
+    assert sets["lambada"]["examples"] == 5153 and sets["wikitext2_test"]["indexed_examples"] > 50
+    assert stages["decontam"]["index"]["rows"] >= sets["lambada"]["ngrams"] + sets["wikitext2_test"]["ngrams"]
     assert stages["extract"]["docs_in"] > 200  # responses + conversions of the sample archives
     assert stages["extract"]["dropped"]["not_html"] > 0  # images, PDFs, robots.txt ...
     assert stages["filter"]["dropped"].get("too_short", 0) > 0
     assert stages["dedup"]["dropped"]["exact_duplicate"] > 0
+    for sizes, dropped in (("exact_group_sizes", "exact_duplicates"), ("cluster_sizes", "near_duplicates")):
+        # a group of k documents keeps one: k - 1 duplicates
+        assert sum((int(k) - 1) * n for k, n in stages["dedup"][sizes].items()) == stages["dedup"][dropped]
     assert manifest["total_documents"] == stats["documents"] == sum(s["documents"] for s in manifest["sources"].values())
 
 
@@ -69,12 +82,10 @@ def test_dropped_documents_are_kept_apart_with_reasons(corpus):
 
 
 def _source_docs(corpus, manifest):
-    """Every document of every mixture source, by source: the crawl's after dedup, the others'."""
+    """Every document of every mixture source, by source, as decontam kept them."""
     docs = {}
-    for name, s in manifest["sources"].items():
-        folder = corpus / "dedup" if s["kind"] == "crawl" else corpus / "sources" / name
-        rows = _all_docs(folder) if s["kind"] == "crawl" else [
-            r for p in sorted(folder.glob("*.parquet")) for r in pq.read_table(p).to_pylist()]
+    for name in manifest["sources"]:
+        rows = [r for p in sorted((corpus / "decontam" / name).glob("*.parquet")) for r in pq.read_table(p).to_pylist()]
         docs[name] = {d["id"]: d for d in rows}
     return docs
 
@@ -125,6 +136,10 @@ def test_rerun_redoes_only_unfinished_tasks_and_ends_identical(corpus, tmp_path)
     tokenized = sorted(p for p in (copy / "tokenize" / "_done").glob("*.json") if p.name != "tokenizer.json")
     tokenized[-1].unlink()
     sorted((copy / "sources" / "_done").glob("*.json"))[0].unlink()
+    cleaned = sorted((copy / "decontam" / "_done").glob("*.json"))
+    redo = next(p for p in cleaned if p.name.startswith("crawl__"))  # its output: decontam/crawl/<task>.parquet
+    redo.unlink()
+    (copy / "decontam" / "crawl" / (redo.stem.split("__", 1)[1] + ".parquet")).unlink()
     for p in copy.glob("shard_*"):
         p.unlink()
     (copy / "manifest.json").unlink()
@@ -136,6 +151,7 @@ def test_rerun_redoes_only_unfinished_tasks_and_ends_identical(corpus, tmp_path)
     assert f"[tokenize] {len(tokenized) - 1}/{len(tokenized)} tasks already done" in proc.stdout
     n = len(list((copy / "sources" / "_done").glob("*.json")))
     assert f"[sources] {n - 1}/{n} tasks already done" in proc.stdout
+    assert f"[decontam] {len(cleaned) - 1}/{len(cleaned)} tasks already done" in proc.stdout
     assert {p.name: sha256_file(p) for p in copy.glob("shard_*")} == before
 
 

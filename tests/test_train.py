@@ -73,6 +73,15 @@ def test_metrics_reach_tensorboard_with_memory_and_perplexity(straight):
     assert [e.value for e in losses] == pytest.approx([r["loss"] for r in records], rel=1e-6)
 
 
+def test_the_run_leaves_a_report_that_renders(straight):
+    from report_images import rendered_charts
+
+    run_dir, proc = straight
+    charts = rendered_charts(run_dir / "report.html")  # written by rank 0 when training ends
+    assert charts[:2] == ["training and validation loss", "learning rate, gradient norm, tokens/s and MFU"]
+    assert f"report: {run_dir / 'report.html'}" in proc.stdout
+
+
 def test_checkpoints_are_complete_and_pointed_to(straight):
     run_dir, _ = straight
     ckpt = run_dir / "checkpoints"

@@ -4,6 +4,8 @@
   quality   the quality classifier (trained once, or given), then per file: score and select
   dedup     exact and fuzzy deduplication of the crawl (dataprep/dedup_stages.py)
   sources   per file of the other mixture sources: documents
+  decontam  per documents file of every source: drop (or flag) those sharing an n-gram with an
+            evaluation set (the sets' index built once)
   tokenize  the tokenizer (trained once, or given), then per documents file: tokens
   shards    the weighted mixture: token shards, their lineage and the manifest
 

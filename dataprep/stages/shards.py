@@ -16,7 +16,7 @@ from dataprep import mixture
 from dataprep.layout import CorpusLayout
 from dataprep.manifest import write_manifest
 from dataprep.shards import IndexedShard, ShardWriter, dtype_for_vocab
-from dataprep.stages import StageInputs, sources, tokenize
+from dataprep.stages import StageInputs, decontam, tokenize
 from dataprep.tokenize import load_tokenizer
 
 NAME = "shards"
@@ -99,7 +99,7 @@ def run(layout: CorpusLayout, inputs: StageInputs) -> tuple[dict, dict]:
                        total_tokens=total, anchor=anchor, anchor_epochs=epochs, seed=m.seed, tolerance=m.tolerance)
     shards = write_shards(layout, mix, by_source, dtype, cfg.shards.shard_tokens)
     summary = mix.summary()
-    docs = inputs.outputs[sources.NAME]
+    docs = inputs.outputs[decontam.NAME]
     for name, entry in summary.items():
         src = inputs.sources[name]
         listed = ([layout.relative(p) for p in docs[name].values()] if src.kind == "crawl"

@@ -20,7 +20,7 @@ from dataprep.config import MixtureSourceConfig, TokenizerConfig
 from dataprep.documents import open_parquet, read_documents, text_bytes, write_table
 from dataprep.layout import CorpusLayout
 from dataprep.shards import ShardWriter, dtype_for_vocab
-from dataprep.stages import StageInputs, source_task_name, sources
+from dataprep.stages import StageInputs, decontam, source_task_name
 from dataprep.stats import merge
 from dataprep.tasks import TaskRunner, once
 from dataprep.tokenize import encode_documents, load_tokenizer, train_bpe
@@ -106,7 +106,7 @@ def make_tokenizer(layout: CorpusLayout, inputs: StageInputs) -> dict:
         how = f"loaded {t.path}"
     else:
         sample = {"documents": 0, "bytes": 0}
-        texts = training_texts(t, inputs.sources, inputs.outputs[sources.NAME], sample)
+        texts = training_texts(t, inputs.sources, inputs.outputs[decontam.NAME], sample)
         tok = train_bpe(texts, t.vocab_size, t.min_frequency, t.eod_token, t.special_tokens)
         how = (f"trained byte-level BPE, vocab {tok.get_vocab_size()}, on {sample['documents']} "
                f"documents ({sample['bytes'] / 1e6:.1f} MB) sampled from the mixture's sources")
@@ -119,7 +119,7 @@ def make_tokenizer(layout: CorpusLayout, inputs: StageInputs) -> dict:
 def run(layout: CorpusLayout, inputs: StageInputs) -> tuple[dict[str, dict[str, TokenizedFile]], dict]:
     """Every mixture source's tokens: source -> task -> its files."""
     t = inputs.cfg.tokenizer
-    docs = inputs.outputs[sources.NAME]
+    docs = inputs.outputs[decontam.NAME]
     info = once(layout.marker(NAME, "tokenizer"), lambda: make_tokenizer(layout, inputs))
     log.info("tokenizer: %s", info["how"])
     tasks = {

@@ -1,0 +1,121 @@
+"""Stage `decontam` (output_dir/decontam/<source>/): GPT-3's decontamination (dataprep/decontam.py)
+of every mixture source, the crawl and the curated ones alike (GPT-3 decontaminated all its
+training data; a curated source may hold an evaluation set itself, as WikiText-2's test split is
+Wikipedia). The index of the evaluation sets' n-grams is built once in the driver and put in the
+Ray object store; one task per documents file looks up its documents' n-grams and drops the
+contaminated ones (reason "contaminated"), or with decontam.mode=mark keeps them with the sets
+they share n-grams with in their `contamination` column. decontam.enabled=false skips it."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import ray
+
+from dataprep import mixture
+from dataprep.config import DecontamConfig
+from dataprep.decontam import EvalIndex, build_index
+from dataprep.documents import DocumentSorter, open_parquet
+from dataprep.layout import CorpusLayout
+from dataprep.readers import glob_files
+from dataprep.stages import StageInputs, source_task_name, sources
+from dataprep.stats import merge
+from dataprep.tasks import TaskRunner
+
+NAME = "decontam"
+REASON = "contaminated"
+BATCH = 1024
+log = logging.getLogger("dataprep")
+
+
+def decontam_task(docs_path: str, index: EvalIndex | ray.ObjectRef, mode: str, kept_out: str, dropped_out: str,
+                  max_ids: int) -> dict:
+    """One documents file: each document sharing an n-gram with an evaluation set is dropped
+    (mode drop) or flagged (mode mark). Per set: the documents that share n-grams with it (count,
+    the first max_ids ids) and the numbers of the set's examples they share them with."""
+    t0 = time.perf_counter()
+    if isinstance(index, ray.ObjectRef):
+        index = ray.get(index)  # the arrays are mapped from the object store, not copied
+    found: dict[str, dict] = {name: {"documents": 0, "document_ids": [], "examples": set()} for name in index.names}
+    contaminated = 0
+    with DocumentSorter(kept_out, dropped_out, [NAME]) as sorter:
+        for batch in open_parquet(docs_path).iter_batches(batch_size=BATCH):
+            docs = batch.to_pylist()
+            texts, sets, examples = index.matches([d["text"] for d in docs])
+            hits: dict[int, set[int]] = {}
+            for t, s, e in zip(texts.tolist(), sets.tolist(), examples.tolist()):
+                hits.setdefault(t, set()).add(s)
+                found[index.names[s]]["examples"].add(e)
+            contaminated += len(hits)
+            for i, doc in enumerate(docs):
+                names = [index.names[s] for s in sorted(hits.get(i, ()))]
+                for name in names:
+                    f = found[name]
+                    f["documents"] += 1
+                    if len(f["document_ids"]) < max_ids:
+                        f["document_ids"].append(doc["id"])
+                doc["contamination"] = ",".join(names) or None
+                sorter.judge(NAME, doc, REASON if names and mode == "drop" else None)
+    s = sorter.stats[NAME]
+    s["contaminated"] = contaminated  # dropped, or kept with a flag
+    s["sets"] = {name: {**f, "examples": sorted(f["examples"])} for name, f in found.items()}
+    s["seconds"] = time.perf_counter() - t0
+    return s
+
+
+def eval_texts(cfg: DecontamConfig, name: str, ids: list[str]) -> Iterator[str]:
+    """The texts of the examples of evaluation set `name`, in order (file after file, as
+    mixture.read_source_file reads them); their ids are appended to `ids`."""
+    s = cfg.sets[name]
+    for path in glob_files(s.paths):
+        for doc in mixture.read_source_file(Path(path), name, s.as_source()):
+            ids.append(doc["id"])
+            yield doc["text"]
+
+
+def run(layout: CorpusLayout, inputs: StageInputs) -> tuple[dict[str, dict[str, str]], dict]:
+    """Every mixture source's documents without the contaminated ones: source -> task -> file."""
+    d, docs = inputs.cfg.decontam, inputs.outputs[sources.NAME]
+    if not d.enabled or not d.sets:
+        return docs, {}
+    t0 = time.perf_counter()
+    example_ids: dict[str, list[str]] = {name: [] for name in d.sets}
+    index, info = build_index({name: eval_texts(d, name, ids) for name, ids in example_ids.items()}, d.ngram,
+                              {name: s.placeholder for name, s in d.sets.items() if s.placeholder})
+    built = time.perf_counter() - t0
+    log.info("decontam: %d-grams of %s: %d rows, %.1f MB, built in %.1fs", d.ngram,
+             ", ".join(f"{name} ({i['examples']} examples)" for name, i in info.items()), len(index.hashes),
+             index.nbytes / 2**20, built)
+    index_ref = ray.put(index)
+    tasks = {source_task_name(name, task): (path, index_ref, d.mode, layout.documents(NAME, task, name),
+                                            layout.dropped(NAME, task, name), d.example_ids)
+             for name, files in docs.items() for task, path in files.items()}
+    results = TaskRunner(NAME, layout.stage_dir(NAME)).run(decontam_task, tasks)
+    s = merge(results.values())
+    s.update(mode=d.mode, ngram=d.ngram,
+             index={"rows": len(index.hashes), "bytes": index.nbytes, "seconds": round(built, 3)})
+    s["by_source"] = {}
+    for name, files in docs.items():
+        parts = [results[source_task_name(name, task)] for task in files]
+        s["by_source"][name] = {"docs_in": sum(p["docs_in"] for p in parts), "docs_out": sum(p["docs_out"] for p in parts),
+                                "contaminated": sum(p["contaminated"] for p in parts)}
+        if s["by_source"][name]["contaminated"]:
+            log.warning("decontam: %d of %d documents of source %s share a %d-gram with an evaluation set (%s)",
+                        s["by_source"][name]["contaminated"], s["by_source"][name]["docs_in"], name, d.ngram,
+                        "dropped" if d.mode == "drop" else "kept, flagged in the contamination column")
+    s["sets"] = {}
+    for name, ids in example_ids.items():
+        parts = [results[task]["sets"][name] for task in tasks]
+        hit = np.zeros(len(ids), dtype=bool)  # the set's examples that some task found
+        for p in parts:
+            hit[p["examples"]] = True
+        hit = np.flatnonzero(hit)
+        s["sets"][name] = {**info[name], "documents": sum(p["documents"] for p in parts),
+                           "document_ids": [i for p in parts for i in p["document_ids"]][:d.example_ids],
+                           "examples_hit": len(hit), "example_ids": [ids[e] for e in hit[:d.example_ids]]}
+    outputs = {name: {task: layout.documents(NAME, task, name) for task in files} for name, files in docs.items()}
+    return outputs, {"stages": {NAME: s}}
