@@ -140,6 +140,14 @@ class DocumentSorter:
             self._kept.append(doc)
         return True
 
+    def unreadable(self, stage: str, counts: dict[str, int]) -> None:
+        """Count into `stage` input that never became a document (a line that is not JSON: no row to
+        keep, its file and line are in the log), dropped by reason."""
+        s = self.stats[stage]
+        for reason, n in counts.items():
+            s["docs_in"] += n
+            s["dropped"][reason] = s["dropped"].get(reason, 0) + n
+
     def __enter__(self) -> "DocumentSorter":
         return self
 

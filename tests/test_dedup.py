@@ -418,8 +418,9 @@ def test_standalone_command_on_jsonl_and_parquet(tmp_path):
     folder.mkdir()
     with gzip.open(folder / "a.jsonl.gz", "wt", encoding="utf-8") as f:
         f.writelines(json.dumps(r) + "\n" for r in rows)
-    (folder / "b.jsonl").write_text("".join(json.dumps({"id": f"b{i:02d}", "text": t}) + "\n"
-                                            for i, t in enumerate(texts[20:30])))
+    b = [json.dumps({"id": f"b{i:02d}", "text": t}).encode() + b"\n" for i, t in enumerate(texts[20:30])]
+    b[4:4] = [b'{"id": "b98", "text": "cut sh\n', b'{"id": "b99", "text": "caf\xe9"}\n']  # not JSON, not UTF-8
+    (folder / "b.jsonl").write_bytes(b"".join(b))
     write_docs(folder / "c.parquet", ["c00", "c01"], [texts[25], texts[30]], url=["x", "y"])  # c00 = b05
     (folder / "notes.txt").write_text("not a document file")
     out = tmp_path / "out"
@@ -431,6 +432,8 @@ def test_standalone_command_on_jsonl_and_parquet(tmp_path):
     assert dropped == {"a03": "a90", "a91": "a07", "c00": "b05"}
     a = pq.read_table(out / "documents" / "a_jsonl_gz.parquet")
     assert set(a.column_names) == {"id", "text", "url", "quality_score"} and len(a) == 20
-    stats = json.loads((out / "stats.json").read_text())["stages"]["dedup"]
+    stages = json.loads((out / "stats.json").read_text())["stages"]
+    assert (stages["input"]["docs_in"], stages["input"]["dropped"]) == (22 + 10 + 2, {"bad_json": 2})
+    stats = stages["dedup"]
     assert (stats["docs_in"], stats["docs_out"], stats["exact_duplicates"], stats["near_duplicates"],
             stats["clusters"], stats["largest_cluster"]) == (34, 31, 2, 1, 1, 2)

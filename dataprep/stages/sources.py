@@ -19,11 +19,14 @@ NAME = "sources"
 
 
 def source_task(path: str, name: str, source: MixtureSourceConfig, kept_out: str, dropped_out: str) -> dict:
-    """One file of a mixture source -> documents (an empty one dropped)."""
+    """One file of a mixture source -> documents (an empty one dropped; a JSON line that is no
+    document counted as dropped: bad_json)."""
     t0 = time.perf_counter()
+    unreadable: dict[str, int] = {}
     with DocumentSorter(kept_out, dropped_out, [NAME]) as sorter:
-        for doc in mixture.read_source_file(Path(path), name, source):
+        for doc in mixture.read_source_file(Path(path), name, source, unreadable):
             sorter.judge(NAME, doc, doc["drop_reason"])
+        sorter.unreadable(NAME, unreadable)
     s = sorter.stats[NAME]
     s["seconds"] = time.perf_counter() - t0
     return s
