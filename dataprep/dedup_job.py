@@ -32,7 +32,7 @@ from omegaconf import MISSING, OmegaConf
 from dataprep.config import DedupConfig, RayConfig
 from dataprep.dedup_stages import Deduplicator
 from dataprep.documents import DOCUMENT_ROW_GROUP, open_parquet, write_table
-from dataprep.readers import list_inputs, read_jsonl, task_name
+from dataprep.readers import JSONL_DROP_REASONS, list_inputs, read_jsonl, task_name
 from dataprep.stats import merge
 from dataprep.tasks import TaskRunner, console_logging, ray_session, write_json
 
@@ -59,7 +59,7 @@ def jsonl_to_parquet_task(path: str, out: str) -> dict:
     """JSON lines -> Parquet, every field kept (fields missing from some lines become nulls); a
     line that is no document (not UTF-8, not JSON) is dropped and counted (bad_json)."""
     t0 = time.perf_counter()
-    dropped: dict[str, int] = {}
+    dropped = dict.fromkeys(JSONL_DROP_REASONS, 0)
     rows = [row for _, row in read_jsonl(path, dropped)]
     table = pa.Table.from_struct_array(pa.array(rows)) if rows else pa.table({"id": pa.array([], pa.string()),
                                                                               "text": pa.array([], pa.string())})

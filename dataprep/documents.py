@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, Mapping, Sequence
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -117,9 +117,11 @@ class DocumentSorter:
     a dropped one gets its `drop_reason`. Leaving the `with` block without an error writes the
     kept documents and, apart, the dropped ones, so that every count can be traced to rows."""
 
-    def __init__(self, kept_out: str | Path, dropped_out: str | Path, stages: Sequence[str]):
+    def __init__(self, kept_out: str | Path, dropped_out: str | Path, stages: Sequence[str],
+                 reasons: Mapping[str, Iterable[str]] = {}):
+        """reasons: per stage, drop reasons its stats list even at 0 (stats.stage_stats)."""
         self.kept_out, self.dropped_out, self.last = kept_out, dropped_out, stages[-1]
-        self.stats = {stage: stage_stats() for stage in stages}
+        self.stats = {stage: stage_stats(reasons.get(stage, ())) for stage in stages}
         self._kept: list[dict] = []
         self._dropped: list[dict] = []
 

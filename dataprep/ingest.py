@@ -45,6 +45,9 @@ from dataprep.warc_records import warc_records
 
 DOC_TYPES = WarcRecordType.response | WarcRecordType.resource | WarcRecordType.conversion
 DOC_TYPE_NAMES = {b"response", b"resource", b"conversion"}
+# Every reason a record can be lost for (the module doc), listed in the extract stage's stats.
+DROP_REASONS = ("corrupt_gzip", "truncated", "bad_http", "http_status", "not_html", "empty_body", "too_large",
+                "bad_record")
 BLOCK_BYTES = 8 << 20  # whole decompressed members batched into one parse of about this size
 ARC_HEADER = re.compile(rb"^(\S+) (\S+) (\d{14}) (\S*) (\d+)\r?$")
 

@@ -59,6 +59,8 @@ def open_binary(path: str | Path) -> IO[bytes]:
     return gzip.open(path, "rb") if compressed else open(path, "rb")
 
 
+# What reading JSON lines can drop (read_jsonl).
+JSONL_DROP_REASONS = ("bad_json", "truncated")
 # Bad lines of one file named one by one in the log, then only counted.
 BAD_LINES_LOGGED = 5
 

@@ -433,7 +433,7 @@ def test_standalone_command_on_jsonl_and_parquet(tmp_path):
     a = pq.read_table(out / "documents" / "a_jsonl_gz.parquet")
     assert set(a.column_names) == {"id", "text", "url", "quality_score"} and len(a) == 20
     stages = json.loads((out / "stats.json").read_text())["stages"]
-    assert (stages["input"]["docs_in"], stages["input"]["dropped"]) == (22 + 10 + 2, {"bad_json": 2})
+    assert (stages["input"]["docs_in"], stages["input"]["dropped"]) == (22 + 10 + 2, {"bad_json": 2, "truncated": 0})
     stats = stages["dedup"]
     assert (stats["docs_in"], stats["docs_out"], stats["exact_duplicates"], stats["near_duplicates"],
             stats["clusters"], stats["largest_cluster"]) == (34, 31, 2, 1, 1, 2)

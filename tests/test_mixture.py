@@ -183,7 +183,7 @@ def test_a_bad_json_line_is_dropped_and_counted_not_fatal(shared_data, tmp_path)
     path, rows = damaged_jsonl(shared_data, tmp_path)
     kept, dropped = tmp_path / "kept.parquet", tmp_path / "dropped.parquet"
     stats = source_task(str(path), "web", MixtureSourceConfig(kind="jsonl"), str(kept), str(dropped))
-    assert (stats["docs_in"], stats["docs_out"], stats["dropped"]) == (len(rows) + 3, len(rows), {"bad_json": 3})
+    assert (stats["docs_in"], stats["docs_out"], stats["dropped"]) == (len(rows) + 3, len(rows), {"bad_json": 3, "empty": 0, "truncated": 0})
     assert [d["text"] for d in pq.read_table(kept).to_pylist()] == [r["text"] for r in rows]
 
 

@@ -47,6 +47,8 @@ def test_stats_account_for_every_document(corpus):
     assert stages["extract"]["dropped"]["not_html"] > 0  # images, PDFs, robots.txt ...
     assert stages["filter"]["dropped"].get("too_short", 0) > 0
     assert stages["dedup"]["dropped"]["exact_duplicate"] > 0
+    # reasons the sample never gives are still listed, so a reader sees the checks ran
+    assert stages["extract"]["dropped"]["too_large"] == 0 and stats["sources"]["webtext"]["dropped"]["bad_json"] == 0
     assert manifest["total_documents"] == stats["documents"] == sum(s["documents"] for s in manifest["sources"].values())
 
 

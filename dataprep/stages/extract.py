@@ -60,7 +60,7 @@ def extract_task(path: str, kept_out: str, dropped_out: str, cfg: DataprepConfig
     checks = record_filters(cfg)
     langs: dict[str, int] = {}
     source = file_name(path)
-    with DocumentSorter(kept_out, dropped_out, STAGES) as sorter:
+    with DocumentSorter(kept_out, dropped_out, STAGES, {"extract": ingest.DROP_REASONS}) as sorter:
         ex, lg, fl = (sorter.stats[stage] for stage in STAGES)
         for rec in ingest.read_records(path, cfg.ingest.max_payload_bytes):
             doc = new_document(rec.id, "", rec.url, source, rec.date)

@@ -11,6 +11,7 @@ from dataprep import mixture
 from dataprep.config import MixtureSourceConfig
 from dataprep.documents import DocumentSorter
 from dataprep.layout import CorpusLayout
+from dataprep.readers import JSONL_DROP_REASONS
 from dataprep.stages import StageInputs, dedup, source_task_name
 from dataprep.stats import merge
 from dataprep.tasks import TaskRunner
@@ -23,7 +24,7 @@ def source_task(path: str, name: str, source: MixtureSourceConfig, kept_out: str
     document counted as dropped: bad_json)."""
     t0 = time.perf_counter()
     unreadable: dict[str, int] = {}
-    with DocumentSorter(kept_out, dropped_out, [NAME]) as sorter:
+    with DocumentSorter(kept_out, dropped_out, [NAME], {NAME: ("empty", *JSONL_DROP_REASONS)}) as sorter:
         for doc in mixture.read_source_file(Path(path), name, source, unreadable):
             sorter.judge(NAME, doc, doc["drop_reason"])
         sorter.unreadable(NAME, unreadable)
