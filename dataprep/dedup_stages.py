@@ -13,19 +13,24 @@ dataprep/dedup_files.py; docs/dedup.md has the memory model and the measured fig
   components    connected components of the edges: per node partition, rounds of the
                 large-star and small-star steps until the edges are one star per component
   clusters      per node partition: the stars are the clusters; one survivor each
+  resolve       per exact partition: an exact duplicate whose survivor was dropped as a near
+                duplicate names that one's survivor, so every duplicate_of names a kept document
   filter        per input file: the kept documents, and the dropped ones with their reason and
                 the survivor's id in duplicate_of
 
 work_dir/
   plan.json                    partitions, bands x rows: a rerun with other settings stops
   exact/<part>/<task>.parquet  digest, doc, id, quality           (by digest % partitions)
-  exact/groups/<part>.parquet  exact duplicates: doc, reason, duplicate_of        (by doc)
-  signatures/<task>.parquet    doc, id, quality, minhash            (by doc, small row groups)
+  exact/h0/<task>.parquet      each document's digest's first word, in file order
+  exact/groups/<part>.parquet  exact duplicates: doc, reason, duplicate_of, survivor  (by doc)
+  exact/resolved/<part>.parquet the same, duplicate_of naming a kept document      (by doc)
+  signatures/<task>.parquet    doc, id, quality, h0, minhash        (by doc, small row groups)
   bands/<part>/<task>.parquet  key, doc                              (by key % partitions)
   edges/<part>.parquet         a, b: the pairs that became edges
   components/<step>/<task>/<node part>.parquet
                                node, nbr: a step's edges, for the next step (by fmix64(node) % P')
   clusters/<node part>.parquet near duplicates: doc, reason, duplicate_of             (by doc)
+  clusters/by_exact/<node part>/<part>.parquet  the same, by the exact partition of their text
   .../_done/<task>.json        completion markers with each task's statistics
 
 A document is known everywhere by its number doc = input file index << 32 | row, 8 bytes;
@@ -47,7 +52,7 @@ from dataprep.config import DedupConfig
 from dataprep.dedup_components import connected_components
 from dataprep.dedup_files import DedupLayout, write_buffer_bytes
 from dataprep.dedup_tasks import (candidates_task, clusters_task, exact_groups_task, exact_hash_task, filter_task,
-                                  signature_task)
+                                  resolve_task, signature_task)
 from dataprep.documents import open_parquet
 from dataprep.stats import merge
 from dataprep.tasks import TaskRunner, write_json
@@ -120,8 +125,8 @@ class Deduplicator:
         near: dict = {}
         if cfg.exact:
             stage("exact_hash", w / "exact", exact_hash_task, {
-                n: (docs[n], i, [path("exact", p, f"{n}.parquet") for p in parts], cfg.quality_column,
-                    write_buffer_bytes(cfg))
+                n: (docs[n], i, [path("exact", p, f"{n}.parquet") for p in parts], path("exact", "h0", f"{n}.parquet"),
+                    cfg.quality_column, write_buffer_bytes(cfg))
                 for i, n in enumerate(names)})
             groups = [path("exact", "groups", f"{p}.parquet") for p in parts]
             exact = stage("exact_groups", w / "exact" / "groups", exact_groups_task, {
@@ -130,7 +135,7 @@ class Deduplicator:
         if cfg.fuzzy:
             sig_paths = [path("signatures", f"{n}.parquet") for n in names]
             stage("minhash", w / "signatures", signature_task, {
-                n: (docs[n], i, list(decision_paths), sig_paths[i],
+                n: (docs[n], i, list(decision_paths), path("exact", "h0", f"{n}.parquet") if cfg.exact else None, sig_paths[i],
                     [path("bands", p, f"{n}.parquet") for p in parts], cfg, layout)
                 for i, n in enumerate(names)})
             edges = [path("edges", f"{p}.parquet") for p in parts]
@@ -142,17 +147,28 @@ class Deduplicator:
                                         self.component_partitions(sum(r["verified_pairs"] for r in lsh.values())),
                                         components)
             clusters = [path("clusters", f"{p}.parquet") for p in near["parts"]]
+            # The near decisions again, by the exact partition of the dropped document's text.
+            routed = lambda d: [path("clusters", "by_exact", d, f"{p}.parquet") for p in parts] if cfg.exact else []
             found = stage("clusters", w / "clusters", clusters_task, {
-                p: (near["last_step"](p), sig_paths, out) for p, out in zip(near["parts"], clusters)}).values()
+                d: (near["last_step"](d), sig_paths, out, routed(d)) for d, out in zip(near["parts"], clusters)}).values()
             near.update(near_duplicates=sum(r["near_duplicates"] for r in found),
                         clusters=sum(r["clusters"] for r in found),
                         largest_cluster=max(r["largest_cluster"] for r in found))
+            if cfg.exact:  # exact duplicates of a near duplicate name its survivor
+                resolved = [path("exact", "resolved", f"{p}.parquet") for p in parts]
+                handed = stage("resolve", w / "exact" / "resolved", resolve_task, {
+                    p: (g, [path("clusters", "by_exact", d, f"{p}.parquet") for d in near["parts"]], out)
+                    for p, g, out in zip(parts, groups, resolved)})
+                near["handed_on"] = sum(r["handed_on"] for r in handed.values())
+                decision_paths = resolved
             decision_paths += clusters
         filtered = stage("filter", w, filter_task, {
             n: (docs[n], i, list(decision_paths), kept[n], dropped[n]) for i, n in enumerate(names)})
 
         s = merge(filtered[n] for n in names)
         s["exact_duplicates"] = sum(r["exact_duplicates"] for r in exact.values())
+        # exact duplicates whose exact survivor was dropped as a near duplicate: they name its survivor
+        s["exact_duplicates_of_near_duplicates"] = near.get("handed_on", 0)
         s["near_duplicates"] = near.get("near_duplicates", 0)
         s["clusters"] = near.get("clusters", 0)
         s["largest_cluster"] = near.get("largest_cluster", 0)

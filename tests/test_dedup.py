@@ -373,6 +373,30 @@ def test_rerun_redoes_only_deleted_tasks_and_ends_identical(tmp_path, ray_local)
         Deduplicator(DedupConfig(memory_budget_mb=budget / 2**20, threshold=0.7), work).layout(list(docs.values()))
 
 
+def test_every_duplicate_of_names_a_kept_document(tmp_path, ray_local):
+    """Planted chains: x is an exact copy of s (lower quality: s survives the exact stage), t a
+    near copy of s (higher quality: s is then dropped as a near duplicate of t). x must name t,
+    the document that is kept, not s; across files and partitions."""
+    texts = independent([t for t in crawl_texts() if len(t.split()) >= 200])[:12]
+    rows: dict[str, list[tuple[str, str, float]]] = {"f0": [], "f1": [], "f2": []}
+    for i, text in enumerate(texts):
+        words = text.split()
+        words[len(words) // 2] = "changed"
+        rows[f"f{i % 3}"].append((f"s{i:02d}", text, 0.5))
+        rows[f"f{(i + 1) % 3}"].append((f"x{i:02d}", "  " + text.upper(), 0.1))
+        rows[f"f{(i + 2) % 3}"].append((f"t{i:02d}", " ".join(words), 0.9))
+        rows["f0"].append((f"k{i:02d}", texts[(i + 5) % len(texts)] + " unrelated tail " * 50, 0.3))  # filler
+    docs = {n: write_docs(tmp_path / "in" / f"{n}.parquet", [r[0] for r in rs], [r[1] for r in rs],
+                          quality_score=[r[2] for r in rs]) for n, rs in rows.items()}
+    stats = run_dedup(tmp_path, docs, DedupConfig(partitions=3))
+    kept = {d for n in docs for d in pq.read_table(tmp_path / "out" / f"{n}.parquet")["id"].to_pylist()}
+    dropped = survivors(tmp_path / "out")
+    assert all(survivor in kept for survivor in dropped.values()), dropped
+    for i in range(len(texts)):
+        assert dropped[f"s{i:02d}"] == dropped[f"x{i:02d}"] == f"t{i:02d}" and f"t{i:02d}" in kept
+    assert stats["exact_duplicates_of_near_duplicates"] == len(texts)
+
+
 def test_partitions_and_budget_never_change_decisions(tmp_path, ray_local):
     """One partition with the default budget; a budget so small that the per-file tasks write
     every batch through and the lsh stage needs 3 partitions; 4 partitions everywhere, the
