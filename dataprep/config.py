@@ -107,7 +107,12 @@ class QualityConfig:
     hash_bits: int = 18
     ngram: int = 2
     c: float = 1.0
-    heldout: float = 0.2
+    # Cross-fitting: k fold models, each crawl document scored by the one that did not train on
+    # it; their held-out predictions are the evaluation in stats.json.
+    folds: int = 5
+    # At most this many positives and this many negatives train the classifier (a seeded sample
+    # within each fold): the driver holds them, each cut to 20,000 characters (docs/quality.md).
+    max_train_docs: int = 20_000
     # pareto: keep when pareto(alpha) > 1 - score (GPT-3); threshold: score >= threshold; none.
     selection: str = "pareto"
     alpha: float = 9.0
@@ -119,6 +124,10 @@ class QualityConfig:
             return
         if self.selection not in QUALITY_SELECTIONS:
             raise ValueError(f"quality.selection={self.selection!r}: expected pareto, threshold or none")
+        if self.folds < 2:
+            raise ValueError(f"quality.folds={self.folds}: cross-fitting needs at least 2 folds")
+        if self.max_train_docs < self.folds:
+            raise ValueError(f"quality.max_train_docs={self.max_train_docs}: must be at least quality.folds={self.folds}")
         if self.model_path:
             from dataprep import quality  # noqa: PLC0415 - numpy and safetensors, only when needed
             quality.load(self.model_path)  # exists and is a quality classifier

@@ -1,13 +1,17 @@
 """Stage `quality` (output_dir/quality/): the GPT-3 quality classifier, trained once in the driver
-(reference text against this job's raw crawl text) unless quality.model_path gives one; then one Ray
-task per file of filtered documents scores each one and keeps it or drops it (Pareto or
-threshold), decided from the document's id and score alone. quality.enabled=false skips it."""
+(reference text against this job's raw crawl text, cross-fitted in quality.folds folds, at most
+quality.max_train_docs documents of each kind) unless quality.model_path gives one; then one Ray
+task per file of filtered documents scores each one with the fold model that did not train on it
+and keeps it or drops it (Pareto or threshold), decided from the document's id and score alone.
+quality.enabled=false skips it."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -15,6 +19,7 @@ from dataprep import quality
 from dataprep.config import QualityConfig
 from dataprep.documents import DocumentSorter, read_documents
 from dataprep.layout import CorpusLayout
+from dataprep.readers import JSONL_DROP_REASONS
 from dataprep.stages import StageInputs, extract
 from dataprep.stats import merge
 from dataprep.tasks import TaskRunner, once
@@ -23,12 +28,16 @@ NAME = "quality"
 log = logging.getLogger("dataprep")
 
 
-def quality_task(docs_path: str, model_path: str, kept_out: str, dropped_out: str, q: QualityConfig) -> dict:
-    """Score one file's documents (quality_score on every one) and select."""
+def quality_task(docs_path: str, model_path: str, kept_out: str, dropped_out: str, q: QualityConfig,
+                 held_out: bool) -> dict:
+    """Score one file's documents (quality_score on every one) and select. held_out: each
+    document is scored by the fold model that did not train on it (a classifier trained here on
+    this crawl); else by all the fold models together (a classifier given by quality.model_path)."""
     t0 = time.perf_counter()
     model = quality.load(model_path)
     docs = list(read_documents(docs_path))
-    scores = model.score([d["text"] for d in docs])
+    texts = [d["text"] for d in docs]
+    scores = model.score_held_out([d["id"] for d in docs], texts) if held_out else model.score(texts)
     with DocumentSorter(kept_out, dropped_out, [NAME]) as sorter:
         for doc, score in zip(docs, scores.tolist()):
             doc["quality_score"] = score
@@ -40,26 +49,22 @@ def quality_task(docs_path: str, model_path: str, kept_out: str, dropped_out: st
     return s
 
 
-def training_data(layout: CorpusLayout, inputs: StageInputs) -> tuple[list[str], list[str]]:
-    """Positives: the reference sources, in document-sized chunks. Negatives: the raw extracted
-    crawl text of this job (every document that reached the language stage in a wanted language,
-    whatever the filters said) and the configured JSON-lines files."""
-    q = inputs.cfg.quality
-    positives = list(quality.reference_documents(q.reference_paths, q.chunk_chars))
+def crawl_negatives(layout: CorpusLayout, inputs: StageInputs) -> Iterator[tuple[str, str]]:
+    """(id, text) of this job's raw extracted crawl text: every document that reached the language
+    stage in a wanted language, whatever the filters said; a file's batch at a time."""
     wanted = set(inputs.cfg.langid.languages)
-    negatives = []
     for n in inputs.archives:
         for part in (layout.documents(extract.NAME, n), layout.dropped(extract.NAME, n)):
-            for d in read_documents(part, ["text", "lang"]):
+            for d in read_documents(part, ["id", "text", "lang"]):
                 if d["text"] and d["lang"] is not None and (not wanted or d["lang"] in wanted):
-                    negatives.append(d["text"])
-    negatives += list(quality.jsonl_documents(q.negative_paths))
-    return positives, negatives
+                    yield d["id"], d["text"]
 
 
 def classifier(layout: CorpusLayout, inputs: StageInputs) -> tuple[str, dict]:
     """The classifier's path and what is known of it: given by quality.model_path, else trained
-    here once (its marker holds its evaluation)."""
+    here once (its marker holds its evaluation). Positives: the reference sources, in
+    document-sized chunks. Negatives: the crawl's text (crawl_negatives) and the configured
+    JSON-lines files."""
     q = inputs.cfg.quality
     if q.model_path:
         path = str(Path(q.model_path).resolve())
@@ -68,10 +73,14 @@ def classifier(layout: CorpusLayout, inputs: StageInputs) -> tuple[str, dict]:
     def train() -> dict:
         t0 = time.perf_counter()
         features = quality.FeatureSettings(hash_bits=q.hash_bits, ngram=q.ngram)
-        model = quality.train(*training_data(layout, inputs), features, c=q.c, heldout=q.heldout, seed=q.seed)
+        unreadable = dict.fromkeys(JSONL_DROP_REASONS, 0)
+        negatives = itertools.chain(crawl_negatives(layout, inputs), quality.jsonl_documents(q.negative_paths, unreadable))
+        model = quality.train(quality.reference_documents(q.reference_paths, q.chunk_chars), negatives, features,
+                              c=q.c, folds=q.folds, max_train_docs=q.max_train_docs, seed=q.seed)
         model.save(layout.quality_model)
-        return {"how": "trained: reference text vs this job's extracted crawl text", **model.info,
-                "seconds": round(time.perf_counter() - t0, 3)}
+        return {"how": f"trained: reference text vs this job's extracted crawl text, {q.folds} folds "
+                       f"(each crawl document scored by the model that did not train on it)",
+                **model.info, "negative_paths_dropped": unreadable, "seconds": round(time.perf_counter() - t0, 3)}
 
     return str(layout.quality_model), once(layout.marker(NAME, "model"), train)
 
@@ -84,7 +93,8 @@ def run(layout: CorpusLayout, inputs: StageInputs) -> tuple[dict[str, str], dict
     model_path, info = classifier(layout, inputs)
     log.info("quality classifier: %s (held-out precision %s, recall %s, F1 %s, ROC AUC %s)",
              info["how"], info.get("precision"), info.get("recall"), info.get("f1"), info.get("roc_auc"))
-    tasks = {n: (path, model_path, layout.documents(NAME, n), layout.dropped(NAME, n), q) for n, path in docs.items()}
+    tasks = {n: (path, model_path, layout.documents(NAME, n), layout.dropped(NAME, n), q, not q.model_path)
+             for n, path in docs.items()}
     results = TaskRunner(NAME, layout.stage_dir(NAME)).run(quality_task, tasks)
     s = merge(results[n] for n in tasks)
     s["histogram"] = np.sum([results[n]["histogram"] for n in tasks], axis=0).tolist()
