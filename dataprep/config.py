@@ -290,10 +290,22 @@ class RayConfig:
     submit_job: bool = False
 
 
+RERUN_MODES = ("auto", "strict")  # dataprep/tasks.py: Reruns
+
+
+def check_rerun(mode: str) -> None:
+    if mode not in RERUN_MODES:
+        raise ValueError(f"rerun={mode!r}: expected auto (redo what other settings or inputs shape) or strict "
+                         f"(stop, naming them)")
+
+
 @dataclass
 class DataprepConfig:
     shared_data: str = "../shared/data"
     output_dir: str = "outputs/corpus"
+    # A rerun over an output_dir made with other settings or inputs: auto redoes the stages they
+    # shape and everything after them (one log line names the keys); strict stops, naming them.
+    rerun: str = "auto"
     ingest: IngestConfig = field(default_factory=IngestConfig)
     filters: FilterConfig = field(default_factory=FilterConfig)
     langid: LangIdConfig = field(default_factory=LangIdConfig)
@@ -303,6 +315,9 @@ class DataprepConfig:
     shards: ShardConfig = field(default_factory=ShardConfig)
     mixture: MixtureConfig = field(default_factory=MixtureConfig)
     ray: RayConfig = field(default_factory=RayConfig)
+
+    def __post_init__(self) -> None:
+        check_rerun(self.rerun)
 
 
 def register() -> None:

@@ -10,7 +10,8 @@ Out:
   OUT/stats.json                {"stages": {"input": JSON lines in, documents out, lines
                                 dropped by reason (bad_json), "dedup": documents in, out, exact
                                 and near duplicates, clusters, largest cluster, ...}}
-  OUT/work/                     the stages' files and markers: a rerun resumes from them
+  OUT/work/                     the stages' files and markers: a rerun resumes from them, and
+                                redoes what other settings or input files make otherwise
 """
 
 from __future__ import annotations
@@ -29,12 +30,13 @@ import pyarrow.parquet as pq
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
-from dataprep.config import DedupConfig, RayConfig
+from dataprep.config import DedupConfig, RayConfig, check_rerun
 from dataprep.dedup_stages import Deduplicator
 from dataprep.documents import DOCUMENT_ROW_GROUP, open_parquet, write_table
+from dataprep.fingerprint import Fingerprint, combine, file_identity
 from dataprep.readers import JSONL_DROP_REASONS, list_inputs, read_jsonl, task_name
 from dataprep.stats import merge
-from dataprep.tasks import TaskRunner, console_logging, ray_session, write_json
+from dataprep.tasks import Reruns, TaskRunner, console_logging, ray_session, write_json
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 JSONL_PATTERNS = ("*.jsonl", "*.jsonl.gz", "*.json.gz")
@@ -49,6 +51,12 @@ class DedupJobConfig:
     patterns: List[str] = field(default_factory=lambda: [*JSONL_PATTERNS, "*.parquet"])
     dedup: DedupConfig = field(default_factory=DedupConfig)
     ray: RayConfig = field(default_factory=RayConfig)
+    # A rerun over work/ made from other settings or input files: auto redoes what they shape
+    # (one log line names them), strict stops, naming them.
+    rerun: str = "auto"
+
+    def __post_init__(self) -> None:
+        check_rerun(self.rerun)
 
 
 def register() -> None:
@@ -84,13 +92,16 @@ def run(cfg: DedupJobConfig) -> dict:
             _check_columns(str(p), pq.read_schema(p))
     names = [task_name(p) for p in files]
     work = out / "work"
-    deduplicator = Deduplicator(cfg.dedup, work)
+    reruns = Reruns(cfg.rerun)
+    deduplicator = Deduplicator(cfg.dedup, work, reruns=reruns)
+    made_from = {n: Fingerprint(inputs={"file": file_identity(p)}) for n, p in zip(names, files)}
     # Parquet is read in place; JSON lines are converted once, so later stages read columns fast.
     jsonl = {n: (str(p), str(work / "input" / f"{n}.parquet")) for n, p in zip(names, files) if p.suffix != ".parquet"}
-    read = TaskRunner("input", work / "input").run(jsonl_to_parquet_task, jsonl)
+    read = TaskRunner("input", work / "input", reruns).run(jsonl_to_parquet_task, jsonl, made_from)
     docs = {n: jsonl[n][1] if n in jsonl else str(p) for n, p in zip(names, files)}
     kept = {n: str(out / "documents" / f"{n}.parquet") for n in names}
-    stats = deduplicator.run(docs, kept, {n: str(out / "dropped" / f"{n}.parquet") for n in names})
+    stats = deduplicator.run(docs, kept, {n: str(out / "dropped" / f"{n}.parquet") for n in names},
+                             {"input": combine(made_from)})
 
     tmp = out / "kept_ids.txt.tmp"
     with open(tmp, "w", encoding="utf-8") as f:

@@ -19,7 +19,6 @@ dataprep/dedup_files.py; docs/dedup.md has the memory model and the measured fig
                 the survivor's id in duplicate_of
 
 work_dir/
-  plan.json                    partitions, bands x rows: a rerun with other settings stops
   exact/<part>/<task>.parquet  digest, doc, id, quality           (by digest % partitions)
   exact/h0/<task>.parquet      each document's digest's first word, in file order
   exact/groups/<part>.parquet  exact duplicates: doc, reason, duplicate_of, survivor  (by doc)
@@ -31,7 +30,9 @@ work_dir/
                                node, nbr: a step's edges, for the next step (by fmix64(node) % P')
   clusters/<node part>.parquet near duplicates: doc, reason, duplicate_of             (by doc)
   clusters/by_exact/<node part>/<part>.parquet  the same, by the exact partition of their text
-  .../_done/<task>.json        completion markers with each task's statistics
+  .../_done/<task>.json        completion markers with each task's statistics and fingerprint:
+                               the dedup settings, the documents' upstream digests, the
+                               partitions (a rerun redoes what they would make otherwise)
 
 A document is known everywhere by its number doc = input file index << 32 | row, 8 bytes;
 its id and quality are looked up (by row group) only where a survivor must be chosen.
@@ -39,13 +40,13 @@ its id and quality are looked up (by row group) only where a survivor must be ch
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
 from dataclasses import asdict
 from functools import partial
 from pathlib import Path
+from typing import Mapping
 
 from dataprep import dedup
 from dataprep.config import DedupConfig
@@ -54,8 +55,9 @@ from dataprep.dedup_files import DedupLayout, write_buffer_bytes
 from dataprep.dedup_tasks import (candidates_task, clusters_task, exact_groups_task, exact_hash_task, filter_task,
                                   resolve_task, signature_task)
 from dataprep.documents import open_parquet
+from dataprep.fingerprint import Fingerprint, config_items, file_identity
 from dataprep.stats import merge
-from dataprep.tasks import TaskRunner, write_json
+from dataprep.tasks import Reruns, TaskRunner
 
 log = logging.getLogger("dataprep")
 
@@ -69,44 +71,52 @@ EXACT_RECORD_BYTES = 160
 # (bench/bench_dedup.py): a large-star task holds each edge from both ends (two 16-byte records,
 # sorted: 46 bytes a record), a small-star task once, but writes up to four records for it.
 COMPONENT_EDGE_BYTES = 128
+# Settings that say how the work is split, not what it decides (the partitions they give are in
+# the work's fingerprints all the same: the files are laid out by them).
+WORK_ONLY = ("memory_budget_mb", "partitions")
+
+
+def decisions_fingerprint(cfg: DedupConfig, upstream: Mapping[str, str]) -> Fingerprint:
+    """What shapes dedup's decisions: every dedup.* setting but the memory budget and partition
+    count (they only say how the work is split), and the documents (`upstream`: the digests of what
+    made them)."""
+    return Fingerprint(config_items("dedup", cfg, [k for k in asdict(cfg) if k not in WORK_ONLY]), upstream=upstream)
 
 
 class Deduplicator:
     """Exact, then fuzzy deduplication of Parquet document files (columns id, text, and
     optionally cfg.quality_column), run as Ray stages over files in work_dir."""
 
-    def __init__(self, cfg: DedupConfig, work_dir: str | Path, runner: type[TaskRunner] = TaskRunner):
-        """runner runs each stage's tasks (a TaskRunner, or a subclass that also records them).
-        The settings were checked when cfg was made (DedupConfig.__post_init__)."""
-        self.cfg, self.runner = cfg, runner
+    def __init__(self, cfg: DedupConfig, work_dir: str | Path, runner: type[TaskRunner] = TaskRunner,
+                 reruns: Reruns | None = None):
+        """runner runs each stage's tasks (a TaskRunner, or a subclass that also records them);
+        reruns says what to do with finished tasks made otherwise (dataprep/tasks.py). The settings
+        were checked when cfg was made (DedupConfig.__post_init__)."""
+        self.cfg, self.runner, self.reruns = cfg, runner, reruns or Reruns()
         self.work = Path(work_dir)
         self.bands, self.rows = ((cfg.bands, cfg.rows) if cfg.bands is not None else
                                  dedup.lsh_params(cfg.threshold, cfg.num_perm, (cfg.fp_weight, cfg.fn_weight)))
 
     def layout(self, doc_paths: list[str]) -> DedupLayout:
-        """Partitions so that a partition task's records fit memory_budget_mb; the layout is
-        stored, and a rerun over the same work_dir with other settings stops instead of mixing."""
+        """Partitions so that a partition task's records fit memory_budget_mb."""
         docs = sum(open_parquet(p).metadata.num_rows for p in doc_paths)
         per_doc = max(self.bands * BAND_RECORD_BYTES, EXACT_RECORD_BYTES)
         partitions = self.cfg.partitions or max(1, math.ceil(docs * per_doc / (self.cfg.memory_budget_mb * 2**20)))
-        layout = DedupLayout(docs=docs, partitions=partitions, bands=self.bands, rows=self.rows)
-        settings = {**asdict(layout), **asdict(self.cfg)}
-        stored = self.work / "plan.json"
-        if stored.is_file():
-            before = json.loads(stored.read_text())
-            changed = sorted(k for k in settings.keys() | before.keys() if settings.get(k) != before.get(k))
-            if changed:
-                raise ValueError(f"{self.work} was made with other settings ({', '.join(changed)}): "
-                                 f"delete it, or run with the settings in {stored}")
-        else:
-            write_json(stored, settings)
-        return layout
+        return DedupLayout(docs=docs, partitions=partitions, bands=self.bands, rows=self.rows)
 
-    def run(self, docs: dict[str, str], kept: dict[str, str], dropped: dict[str, str]) -> dict:
-        """Deduplicate the files docs[task] into kept[task] and dropped[task]; returns the stats."""
+    def run(self, docs: dict[str, str], kept: dict[str, str], dropped: dict[str, str],
+            upstream: Mapping[str, str] | None = None) -> dict:
+        """Deduplicate the files docs[task] into kept[task] and dropped[task]; returns the stats.
+        upstream: digests of what made the documents (dataprep/fingerprint.py); None: the files'
+        identities stand for them. A task's marker holds these, the settings and the partitions,
+        so a rerun redoes what other settings, documents or partitions would make otherwise
+        (instead of mixing the files of two runs in work_dir)."""
         cfg, w = self.cfg, self.work
         names = list(docs)
         layout = self.layout([docs[n] for n in names])
+        if upstream is None:
+            upstream = {f"file {n}": Fingerprint(inputs={"file": file_identity(docs[n])}).digest for n in names}
+        work_fp = decisions_fingerprint(cfg, upstream).plus({"dedup.plan.partitions": layout.partitions})
         parts = [f"{p:05d}" for p in range(layout.partitions)]
         log.info("dedup: %d documents in %d files, %d partitions, LSH %d bands x %d rows",
                  layout.docs, len(names), layout.partitions, layout.bands, layout.rows)
@@ -114,9 +124,10 @@ class Deduplicator:
         results: dict[str, dict[str, dict]] = {}
         wall: dict[str, float] = {}
 
-        def stage(name: str, stage_dir: Path, fn, tasks: dict[str, tuple], timed_as: str | None = None) -> dict[str, dict]:
+        def stage(name: str, stage_dir: Path, fn, tasks: dict[str, tuple], timed_as: str | None = None,
+                  fingerprint: Fingerprint = work_fp) -> dict[str, dict]:
             t0 = time.perf_counter()
-            results[name] = self.runner(name, stage_dir).run(fn, tasks)
+            results[name] = self.runner(name, stage_dir, self.reruns).run(fn, tasks, fingerprint)
             wall[timed_as or name] = round(wall.get(timed_as or name, 0.0) + time.perf_counter() - t0, 3)
             return results[name]
 
@@ -142,10 +153,10 @@ class Deduplicator:
             lsh = stage("lsh", w / "edges", candidates_task, {
                 p: ([path("bands", p, f"{n}.parquet") for n in names], sig_paths, out, cfg)
                 for p, out in zip(parts, edges)})
-            components = partial(stage, timed_as="components")
-            near = connected_components(dict(zip(parts, edges)), w / "components",
-                                        self.component_partitions(sum(r["verified_pairs"] for r in lsh.values())),
-                                        components)
+            node_parts = self.component_partitions(sum(r["verified_pairs"] for r in lsh.values()))
+            components = partial(stage, timed_as="components",
+                                 fingerprint=work_fp.plus({"dedup.plan.component_partitions": node_parts}))
+            near = connected_components(dict(zip(parts, edges)), w / "components", node_parts, components)
             clusters = [path("clusters", f"{p}.parquet") for p in near["parts"]]
             # The near decisions again, by the exact partition of the dropped document's text.
             routed = lambda d: [path("clusters", "by_exact", d, f"{p}.parquet") for p in parts] if cfg.exact else []

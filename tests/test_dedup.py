@@ -26,6 +26,7 @@ from dataprep import dedup, shingling
 from dataprep.config import SHINGLE_HASHES, DedupConfig
 from dataprep.dedup_components import connected_components
 from dataprep.dedup_stages import BAND_RECORD_BYTES, Deduplicator
+from dataprep.tasks import RerunMismatch, Reruns
 
 WORD = re.compile(r"\w+")
 NGRAM = 5
@@ -134,10 +135,10 @@ def pairs():
     return near_duplicate_pairs()
 
 
-def run_dedup(work: Path, docs: dict[str, str], cfg: DedupConfig) -> dict:
+def run_dedup(work: Path, docs: dict[str, str], cfg: DedupConfig, reruns: Reruns | None = None) -> dict:
     out = {n: str(work / "out" / f"{n}.parquet") for n in docs}
     dropped = {n: str(work / "out" / "dropped" / f"{n}.parquet") for n in docs}
-    return Deduplicator(cfg, work / "work").run(docs, out, dropped)
+    return Deduplicator(cfg, work / "work", reruns=reruns).run(docs, out, dropped)
 
 
 def survivors(out_dir: Path) -> dict[str, str]:
@@ -369,8 +370,14 @@ def test_rerun_redoes_only_deleted_tasks_and_ends_identical(tmp_path, ray_local)
     for marker, mtime in markers.items():
         assert (marker.stat().st_mtime_ns != mtime) == (marker in redo), marker
 
-    with pytest.raises(ValueError, match="threshold"):  # other settings never mix with these files
-        Deduplicator(DedupConfig(memory_budget_mb=budget / 2**20, threshold=0.7), work).layout(list(docs.values()))
+    # Other settings never mix with these files: strict stops before any work, naming the key ...
+    with pytest.raises(RerunMismatch, match=r"dedup\.threshold: 0\.8 -> 0\.7"):
+        run_dedup(tmp_path, docs, DedupConfig(memory_budget_mb=budget / 2**20, threshold=0.7), Reruns("strict"))
+    assert snapshot(tmp_path) == before
+    # ... and a budget that gives the same partitions redoes nothing: it shapes no decision
+    markers = {p: p.stat().st_mtime_ns for p in work.rglob("_done/*.json")}
+    run_dedup(tmp_path, docs, DedupConfig(memory_budget_mb=1.1 * budget / 2**20), Reruns("strict"))
+    assert {p: p.stat().st_mtime_ns for p in work.rglob("_done/*.json")} == markers
 
 
 def test_every_duplicate_of_names_a_kept_document(tmp_path, ray_local):

@@ -18,8 +18,9 @@ import numpy as np
 from dataprep import quality
 from dataprep.config import QualityConfig
 from dataprep.documents import DocumentSorter, read_documents
+from dataprep.fingerprint import Fingerprint, combine, config_items, file_identity, files_identity
 from dataprep.layout import CorpusLayout
-from dataprep.readers import JSONL_DROP_REASONS
+from dataprep.readers import JSONL_DROP_REASONS, glob_files
 from dataprep.stages import StageInputs, extract
 from dataprep.stats import merge
 from dataprep.tasks import TaskRunner, once
@@ -60,6 +61,34 @@ def crawl_negatives(layout: CorpusLayout, inputs: StageInputs) -> Iterator[tuple
                     yield d["id"], d["text"]
 
 
+def classifier_fingerprint(inputs: StageInputs) -> Fingerprint:
+    """The classifier given (its file), or trained here: its training settings, the languages the
+    crawl's negatives are taken in, the reference and negative files, and every extract task."""
+    q = inputs.cfg.quality
+    if q.model_path:
+        return Fingerprint({"quality.model_path": q.model_path}, {"quality.model_path": file_identity(q.model_path)})
+    settings = {**config_items("quality", q, ["model_path", "hash_bits", "ngram", "c", "folds", "max_train_docs",
+                                              "seed", "chunk_chars"]),
+                **config_items("langid", inputs.cfg.langid, ["languages"])}
+    files = {**files_identity(glob_files(q.reference_paths)), **files_identity(glob_files(q.negative_paths))}
+    return Fingerprint(settings, files, {"extract": combine(extract.fingerprints(inputs))})
+
+
+def fingerprints(inputs: StageInputs) -> dict[str, Fingerprint]:
+    """Per documents file: the selection settings, the classifier and the extract task before it;
+    with the stage off, the extract stage's (its documents pass through)."""
+    q = inputs.cfg.quality
+    if not q.enabled:
+        return extract.fingerprints(inputs)
+
+    def make() -> dict[str, Fingerprint]:
+        settings = config_items("quality", q, ["enabled", "selection", "alpha", "threshold", "seed"])
+        model = classifier_fingerprint(inputs).digest
+        return {n: Fingerprint(settings, upstream={"extract": fp.digest, "classifier": model})
+                for n, fp in extract.fingerprints(inputs).items()}
+    return inputs.memo(NAME, make)
+
+
 def classifier(layout: CorpusLayout, inputs: StageInputs) -> tuple[str, dict]:
     """The classifier's path and what is known of it: given by quality.model_path, else trained
     here once (its marker holds its evaluation). Positives: the reference sources, in
@@ -82,7 +111,8 @@ def classifier(layout: CorpusLayout, inputs: StageInputs) -> tuple[str, dict]:
                        f"(each crawl document scored by the model that did not train on it)",
                 **model.info, "negative_paths_dropped": unreadable, "seconds": round(time.perf_counter() - t0, 3)}
 
-    return str(layout.quality_model), once(layout.marker(NAME, "model"), train)
+    return str(layout.quality_model), once(layout.marker(NAME, "model"), train, classifier_fingerprint(inputs),
+                                           inputs.reruns, NAME)
 
 
 def run(layout: CorpusLayout, inputs: StageInputs) -> tuple[dict[str, str], dict]:
@@ -95,7 +125,7 @@ def run(layout: CorpusLayout, inputs: StageInputs) -> tuple[dict[str, str], dict
              info["how"], info.get("precision"), info.get("recall"), info.get("f1"), info.get("roc_auc"))
     tasks = {n: (path, model_path, layout.documents(NAME, n), layout.dropped(NAME, n), q, not q.model_path)
              for n, path in docs.items()}
-    results = TaskRunner(NAME, layout.stage_dir(NAME)).run(quality_task, tasks)
+    results = TaskRunner(NAME, layout.stage_dir(NAME), inputs.reruns).run(quality_task, tasks, fingerprints(inputs))
     s = merge(results[n] for n in tasks)
     s["histogram"] = np.sum([results[n]["histogram"] for n in tasks], axis=0).tolist()
     s["histogram_bins"] = np.linspace(0.0, 1.0, len(s["histogram"]) + 1).round(2).tolist()
