@@ -111,8 +111,9 @@ class QualityConfig:
     # it; their held-out predictions are the evaluation in stats.json.
     folds: int = 5
     # At most this many positives and this many negatives train the classifier (a seeded sample
-    # within each fold): the driver holds them, each cut to 20,000 characters (docs/quality.md).
-    max_train_docs: int = 20_000
+    # within each fold): the driver holds them, each cut to 20,000 characters; about 640 MiB at
+    # 10,000 web-page-sized documents of each (docs/quality.md).
+    max_train_docs: int = 10_000
     # pareto: keep when pareto(alpha) > 1 - score (GPT-3); threshold: score >= threshold; none.
     selection: str = "pareto"
     alpha: float = 9.0

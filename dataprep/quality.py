@@ -186,7 +186,7 @@ class FoldSample:
 # --- training ---------------------------------------------------------------------------------------
 
 def train(positives: Iterable[tuple[str, str]], negatives: Iterable[tuple[str, str]], features: FeatureSettings, *,
-          c: float = 1.0, folds: int = 5, max_train_docs: int = 20_000, seed: int = 1) -> QualityModel:
+          c: float = 1.0, folds: int = 5, max_train_docs: int = 10_000, seed: int = 1) -> QualityModel:
     """Cross-fitted logistic regression on hashed n-grams (see the module doc): (key, text)
     examples, each label sampled to at most max_train_docs (FoldSample); one model per fold,
     trained on the other folds' examples (rows sorted by label and key), evaluated on its own."""
