@@ -148,7 +148,7 @@ def once(marker: Path, step: Callable[[], dict], fingerprint: Fingerprint, rerun
     first run calls step() and keeps what it returns (JSON) in `marker`, written last, with the
     step's fingerprint; a rerun reads the marker and skips the step, unless it was made otherwise
     (Reruns)."""
-    done = reruns.finished(stage, marker.parent, {marker.stem: (marker, fingerprint)})
+    done = reruns.finished(stage, marker.parent.parent, {marker.stem: (marker, fingerprint)})
     if done:
         log.info("[%s] %s already done, skipped", stage, marker.stem)
         return done[marker.stem]
