@@ -22,10 +22,36 @@ SHINGLE_HASHES = ("wordhash", "sha1")  # dataprep/shingling.py's SHINGLE_HASHES
 @dataclass
 class IngestConfig:
     input_dir: str = "${shared_data}/warc"
-    # Files of input_dir to read (fnmatch patterns); each file is one task.
+    # Files of input_dir to read (fnmatch patterns on the name; a pattern with "/" or "**" is a
+    # glob below input_dir, e.g. "**/*.warc.gz"); each file is one task.
     patterns: List[str] = field(default_factory=lambda: ["*.warc.gz", "*.warc", "*.wet.gz", "*.arc", "*.arc.gz"])
+    # Instead of input_dir: a path listing (Common Crawl's warc.paths.gz: one path a line, gzip or
+    # plain), a local file or a URL; each line is joined to base_url (when set).
+    paths_file: Optional[str] = None
+    base_url: str = ""
+    # Of the listed files, the first max_files, or a sample of sample_files (seeded): null for all.
+    max_files: Optional[int] = None
+    sample_files: Optional[int] = None
+    sample_seed: int = 0
+    # Remote (http/https) archives are streamed; a transient failure (5xx, 429, reset, a body cut
+    # short) is retried from the byte where it broke, up to `retries` failed attempts in a row,
+    # waiting retry_backoff_s x 2^k (with jitter). A file that still fails is counted in
+    # stats.json and left without a completion marker: a rerun tries it again.
+    retries: int = 5
+    retry_backoff_s: float = 1.0
+    timeout_s: float = 60.0
     # Payloads larger than this are skipped (reason too_large).
     max_payload_bytes: int = 2_000_000
+
+    def __post_init__(self) -> None:
+        for key in ("max_files", "sample_files"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise ValueError(f"ingest.{key} must be >= 1 (or null), not {value}")
+        if self.max_files is not None and self.sample_files is not None:
+            raise ValueError("ingest.max_files and ingest.sample_files: set one (the first N, or a sample of N)")
+        if self.retries < 0 or self.retry_backoff_s < 0 or self.timeout_s <= 0:
+            raise ValueError("ingest.retries and ingest.retry_backoff_s must be >= 0, ingest.timeout_s > 0")
 
 
 @dataclass

@@ -35,12 +35,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterator, Optional
 
-import fsspec
 from fastwarc.warc import ArchiveIterator, WarcRecordType
 
 from dataprep.gzip_members import gzip_members
 from dataprep.http_payload import PayloadTooLarge, decode_http_body, payload_problem
 from dataprep.readers import GZIP_MAGIC, file_name
+from dataprep.remote import open_input
 from dataprep.warc_records import warc_records
 
 DOC_TYPES = WarcRecordType.response | WarcRecordType.resource | WarcRecordType.conversion
@@ -66,12 +66,13 @@ class RawRecord:
 
 # --- records --------------------------------------------------------------------------------------
 
-def read_records(path: str | Path, max_payload_bytes: int) -> Iterator[RawRecord]:
-    """Every candidate document of one archive, in file order (see the module doc)."""
+def read_records(path: str | Path, max_payload_bytes: int, retries: int = 5, backoff_s: float = 1.0,
+                 timeout_s: float = 60.0) -> Iterator[RawRecord]:
+    """Every candidate document of one archive, in file order (see the module doc). An http(s)
+    URL is streamed, and retried from the byte where it broke (dataprep/remote.py)."""
     name = file_name(path)
-    with fsspec.open(str(path), "rb") as f:
-        head = f.read(4)
-        f.seek(0)
+    with open_input(str(path), retries, backoff_s, timeout_s) as f:
+        head = f.peek(4)[:4]
         if head.startswith(GZIP_MAGIC):
             yield from _read_gzip(f, name, max_payload_bytes)
         elif head.startswith(b"file"):  # ARC-v1 starts with its filedesc:// version block

@@ -28,10 +28,12 @@ def list_inputs(folder: str, patterns: Iterable[str], key_prefix: str = "") -> l
     fs, root = fsspec.core.url_to_fs(str(folder))
     if not fs.isdir(root):
         raise FileNotFoundError(f"{key_prefix}input_dir={folder}: no such folder")
-    names = sorted(
-        p for p in fs.ls(root, detail=False)
-        if fs.isfile(p) and any(fnmatch.fnmatch(posixpath.basename(p), pat) for pat in patterns)
-    )
+    names = {p for p in fs.ls(root, detail=False)
+             if fs.isfile(p) and any(fnmatch.fnmatch(posixpath.basename(p), pat) for pat in patterns
+                                     if "/" not in pat)}
+    for pat in (p for p in patterns if "/" in p):  # "**/*.warc.gz": a glob below the folder
+        names.update(p for p in fs.glob(posixpath.join(root.rstrip("/"), pat)) if fs.isfile(p))
+    names = sorted(names)
     if not names:
         raise FileNotFoundError(f"no file in {folder} matches {key_prefix}patterns={patterns}")
     local = fs.protocol in ("file", "local") or "file" in fs.protocol
@@ -107,3 +109,35 @@ def read_jsonl(path: str | Path, dropped: dict[str, int] | None = None) -> Itera
 def _count(dropped: dict[str, int] | None, reason: str, n: int) -> None:
     if dropped is not None:
         dropped[reason] = dropped.get(reason, 0) + n
+
+
+def list_archives(ingest) -> list[str]:
+    """The corpus job's input archives (`ingest`: the config's IngestConfig): the lines of
+    `ingest.paths_file` joined to `ingest.base_url`, or the files of `ingest.input_dir`; then the
+    first `max_files`, or a seeded sample of `sample_files` (in listing order). Two inputs of one
+    name would share a task: that stops the job, naming both."""
+    if ingest.paths_file:
+        from dataprep.remote import open_input
+
+        with open_input(ingest.paths_file, ingest.retries, ingest.retry_backoff_s, ingest.timeout_s) as raw:
+            text = (gzip.open(raw) if raw.peek(2)[:2] == GZIP_MAGIC else raw).read().decode("utf-8")
+        base = ingest.base_url.rstrip("/")
+        files = [f"{base}/{line.strip().lstrip('/')}" if base else line.strip()
+                 for line in text.splitlines() if line.strip()]
+        if not files:
+            raise FileNotFoundError(f"ingest.paths_file={ingest.paths_file} lists no file")
+    else:
+        files = list_inputs(ingest.input_dir, ingest.patterns, "ingest.")
+    if ingest.max_files:
+        files = files[:ingest.max_files]
+    elif ingest.sample_files and ingest.sample_files < len(files):
+        import random
+
+        keep = set(random.Random(ingest.sample_seed).sample(range(len(files)), ingest.sample_files))
+        files = [f for i, f in enumerate(files) if i in keep]
+    seen: dict[str, str] = {}
+    for f in files:
+        if task_name(f) in seen:
+            raise ValueError(f"two inputs share the name {file_name(f)}: {seen[task_name(f)]} and {f}")
+        seen[task_name(f)] = f
+    return files

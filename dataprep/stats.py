@@ -19,13 +19,14 @@ def drop(stats: dict, reason: str) -> None:
 
 def merge(parts: Iterable[dict]) -> dict:
     total = stage_stats()
+    base = set(total)
     dropped: Counter = Counter()
     for p in parts:
         for key in ("docs_in", "docs_out", "bytes_in", "bytes_out", "seconds"):
             total[key] += p.get(key, 0)
         dropped.update(p.get("dropped", {}))
-        for key, value in p.items():
-            if key not in total and isinstance(value, (int, float)):
+        for key, value in p.items():  # a stage's own counters (tokens, charsets, ...): summed too
+            if key not in base and isinstance(value, (int, float)) and not isinstance(value, bool):
                 total[key] = total.get(key, 0) + value
     total["dropped"] = dict(sorted(dropped.items()))
     total["seconds"] = round(total["seconds"], 3)

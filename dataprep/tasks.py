@@ -26,6 +26,7 @@ import ray
 
 from dataprep.config import check_rerun
 from dataprep.fingerprint import Fingerprint
+from dataprep.remote import InputUnavailable
 
 log = logging.getLogger("dataprep")
 
@@ -76,7 +77,10 @@ FINGERPRINT_KEY = "_fingerprint"  # where a marker keeps its fingerprint, beside
 
 def _run_and_mark(fn: Callable[..., dict], marker: str, fingerprint: dict, args: tuple) -> dict:
     arrow_worker_memory()
-    stats = fn(*args)
+    try:
+        stats = fn(*args)
+    except InputUnavailable as e:  # its input could not be read: no marker, a rerun tries again
+        return {FAILED: str(e)}
     write_json(Path(marker), {**stats, FINGERPRINT_KEY: fingerprint})
     return stats
 
@@ -88,6 +92,7 @@ WORKER_ENV = {"ARROW_DEFAULT_MEMORY_POOL": os.environ.get(
     "ARROW_DEFAULT_MEMORY_POOL", "jemalloc" if "jemalloc" in pa.supported_memory_backends() else "system")}
 _remote = ray.remote(_run_and_mark).options(runtime_env={"env_vars": WORKER_ENV})
 REPORT_EVERY_S = 5.0
+FAILED = "failed"  # the key of a task's result when its input could not be read
 
 
 def marker_path(stage_dir: str | Path, task: str) -> Path:
@@ -184,6 +189,8 @@ class TaskRunner:
             for ref in ready:
                 name = pending.pop(ref)
                 results[name] = ray.get(ref)
+                if FAILED in results[name]:
+                    log.warning("[%s] task %s failed, left for a rerun: %s", self.stage, name, results[name][FAILED])
                 docs += int(results[name].get("docs_in", 0))
                 elapsed = time.perf_counter() - start
                 if pending and elapsed - last_report < REPORT_EVERY_S:

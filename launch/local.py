@@ -16,7 +16,7 @@ def command(cfg: PretrainConfig, overrides: list[str], run_dir: Path) -> list[st
     port = str(c.master_port or free_port())
     args = rank_overrides(overrides, run_dir)
     if c.launcher == "torchrun":
-        return [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1",
+        return [sys.executable, "-m", "launch.agent", "--nnodes", "1",
                 "--nproc-per-node", str(c.nproc), "--master-addr", c.master_addr,
                 "--master-port", port, "-m", "pretrain", *args]
     if c.launcher == "deepspeed":

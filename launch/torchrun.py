@@ -21,7 +21,7 @@ AGENT_ENV = {"TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
 
 def command(cfg: PretrainConfig, overrides: list[str], run_dir: Path) -> list[str]:
     c = cfg.cluster
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", c.nnodes,
+    cmd = [sys.executable, "-m", "launch.agent", "--nnodes", c.nnodes,
            "--nproc-per-node", str(c.nproc), "--rdzv-backend", "c10d",
            "--rdzv-endpoint", f"{c.master_addr}:{c.master_port or DEFAULT_PORT}",
            "--rdzv-id", c.rdzv_id or run_dir.name, "--max-restarts", str(c.max_restarts)]

@@ -175,6 +175,39 @@ class MetricsConfig:
 
 
 @dataclass
+class EvalConfig:
+    """Zero-shot evaluation (pretrain/evaluate.py; docs/training.md, "Zero-shot evaluation")."""
+
+    # In training: every N steps and after the last step; 0: never in training (evaluate a run
+    # afterwards with `python -m pretrain.evaluate RUN_DIR`).
+    every_steps: int = 0
+    # Any of lambada (last-word accuracy and perplexity), wikitext2 (bits per byte); [] for none.
+    tasks: List[str] = field(default_factory=lambda: ["lambada", "wikitext2"])
+    # Evaluate only the first N examples of each task (LAMBADA passages, WikiText-2 articles).
+    limit: Optional[int] = None
+    # Sequences per forward pass on each rank.
+    batch_size: int = 16
+    # Data files; conf/pretrain.yaml points them into the shared sample data (CCP_SHARED_DATA).
+    lambada_path: Optional[str] = None
+    wikitext_path: Optional[str] = None
+    # Bits per byte: windows of seq_len tokens advance by this many (None: seq_len // 2), and
+    # each token is scored once, in the first window that reaches it past the previous one.
+    wikitext_stride: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        known = ("lambada", "wikitext2")
+        unknown = [t for t in self.tasks if t not in known]
+        if unknown:
+            raise ValueError(f"eval.tasks: unknown task(s) {unknown}; known: {', '.join(known)}")
+        check("eval.every_steps", self.every_steps >= 0, ">= 0 (0: not in training)", self.every_steps)
+        check("eval.batch_size", self.batch_size >= 1, ">= 1", self.batch_size)
+        if self.limit is not None:
+            check("eval.limit", self.limit >= 1, ">= 1 (or null for all)", self.limit)
+        if self.wikitext_stride is not None:
+            check("eval.wikitext_stride", self.wikitext_stride >= 1, ">= 1 (or null)", self.wikitext_stride)
+
+
+@dataclass
 class DebugConfig:
     """Hooks for tests; off in real runs."""
 
@@ -203,6 +236,7 @@ class PretrainConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     debug: DebugConfig = field(default_factory=DebugConfig)
     # Raw DeepSpeed config keys merged last over the generated config (escape hatch).
     deepspeed: Dict[str, Any] = field(default_factory=dict)

@@ -34,6 +34,7 @@ from pretrain.data import BatchLayout, PackedSamples, TokenStream, data_fingerpr
 from pretrain.loader import MicroBatch, Prefetcher
 from pretrain.metrics import MetricsLog, memory_gb, peak_tflops
 from pretrain.model import GPT, ModelConfig
+from pretrain.progress import SampleLog, StepFile, progress_bar, redirect_logging
 
 log = logging.getLogger("pretrain")
 
@@ -93,6 +94,7 @@ class Run:
     config_yaml: str
     flops_per_token: int
     seq_len: int
+    evaluator: Optional[object] = None  # pretrain.evaluate.Evaluator when eval.every_steps > 0
 
 
 def build(cfg: PretrainConfig) -> Run:
@@ -147,8 +149,15 @@ def build(cfg: PretrainConfig) -> Run:
         stream.num_tokens, len(train_set), mcfg.seq_len, world, layout.global_batch, cfg.zero.stage,
         cfg.train.precision, ", activation checkpointing" if mcfg.activation_checkpointing else "", device,
     )
+    evaluator = None
+    if cfg.eval.every_steps > 0 and cfg.eval.tasks:  # zero-shot tasks, tokenized once
+        from pretrain import evaluate as zero_shot
+
+        tokenizer, eod_id = zero_shot.load_tokenizer(cfg.data.manifest)
+        evaluator = zero_shot.Evaluator(cfg.eval, tokenizer, seq_len=mcfg.seq_len, eod_id=eod_id, rank=rank,
+                                        world=world)
     return Run(cfg, rank, world, layout, train_set, val_set, engine, device, Collectives(device), ckpt,
-               start_step, fingerprint, config_yaml, model.flops_per_token(), mcfg.seq_len)
+               start_step, fingerprint, config_yaml, model.flops_per_token(), mcfg.seq_len, evaluator)
 
 
 def train_step(engine, batches: Iterator[MicroBatch], accum: int, device: torch.device) -> tuple[torch.Tensor, list[int]]:
@@ -216,19 +225,27 @@ def loop(r: Run, on_checkpoint: Optional[Callable[[int, Path, dict], None]] = No
     cfg, max_steps = r.cfg, r.cfg.train.max_steps
     run_dir = Path(cfg.run_dir)
     metrics = MetricsLog(run_dir, r.rank == 0, r.start_step, tensorboard=cfg.metrics.tensorboard)
-    sample_log = _SampleLog(run_dir, r.rank, r.start_step) if cfg.debug.record_samples else None
+    sample_log = SampleLog(run_dir, r.rank, r.start_step) if cfg.debug.record_samples else None
+    eval_log = None
+    if r.evaluator is not None and r.rank == 0:
+        from pretrain.evaluate import EvalLog
+
+        eval_log = EvalLog(run_dir, tensorboard=cfg.metrics.tensorboard, resume_step=r.start_step)
     peak = peak_tflops(cfg.metrics.peak_tflops, cfg.train.precision)
     lr_at = deepspeed_engine.lr_lambda(cfg)
     summary = {"run_dir": str(run_dir), "start_step": r.start_step, "max_steps": max_steps}
-    bar = _progress_bar(cfg, r.rank, r.start_step, max_steps)
+    bar = progress_bar(cfg, r.rank, r.start_step, max_steps)
     prefetch = Prefetcher(r.train_set, r.layout, r.rank, r.start_step, max_steps, r.device, cfg.data.prefetch)
     interval = _Interval(r.device)
-    with prefetch, bar, (_redirect_logging() if not bar.disable else contextlib.nullcontext()):
+    progress = StepFile(run_dir, max_steps) if r.rank == 0 else None
+    with prefetch, bar, (redirect_logging() if not bar.disable else contextlib.nullcontext()):
         batches = iter(prefetch)
         for step in range(r.start_step, max_steps):
             step_loss, read = train_step(r.engine, batches, r.layout.grad_accum_steps, r.device)
             interval.add(step_loss)
             done = step + 1
+            if progress:
+                progress.write(done)
             if sample_log:
                 sample_log.write(done, r.world, read)
             bar.update(1)
@@ -236,7 +253,8 @@ def loop(r: Run, on_checkpoint: Optional[Callable[[int, Path, dict], None]] = No
             save = (every > 0 and done % every == 0) or (done == max_steps and cfg.checkpoint.at_end)
             evaluate_now = r.val_set is not None and (
                 done == max_steps or (cfg.train.eval_every_steps and done % cfg.train.eval_every_steps == 0))
-            if not (save or evaluate_now or done == r.start_step + 1 or done == max_steps
+            zero_shot_now = r.evaluator is not None and _zero_shot_due(cfg, done, max_steps)
+            if not (save or evaluate_now or zero_shot_now or done == r.start_step + 1 or done == max_steps
                     or done % cfg.train.log_every_steps == 0):
                 continue
             record = _record(r, done, interval, lr_at, peak)
@@ -246,9 +264,16 @@ def loop(r: Run, on_checkpoint: Optional[Callable[[int, Path, dict], None]] = No
                 summary["val_loss"] = record["val_loss"]
             metrics.write(record)
             _log_line(record, max_steps, bar)
+            if zero_shot_now:
+                rows = r.evaluator.run(r.engine, done, reduce_sum=r.comm.sum, device=r.device)
+                if eval_log is not None:
+                    eval_log.write(rows)
+                log.info("zero-shot at step %d: %s", done,
+                         ", ".join(f"{x['task']} {x['metric']} {x['value']:.4g}" for x in rows))
             summary.setdefault("first_loss", record["loss"])
             summary["last_loss"] = record["loss"]
             if save:
+                t_save = time.perf_counter()
                 path = r.ckpt.save(
                     r.engine, done,
                     {"step": done, "consumed_samples": done * r.layout.global_batch,
@@ -258,11 +283,16 @@ def loop(r: Run, on_checkpoint: Optional[Callable[[int, Path, dict], None]] = No
                     config_yaml=r.config_yaml,
                     sleep_s=cfg.debug.sleep_in_save_s if cfg.debug.sleep_in_save_step in (0, done) else 0.0,
                 )
-                log.info("checkpoint %s", path)
+                size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if r.rank == 0 else 0
+                log.info("checkpoint %s (%.1f s, %.1f MB)", path, time.perf_counter() - t_save, size / 1e6)
                 if on_checkpoint:
                     on_checkpoint(done, path, record)
             interval = _Interval(r.device)  # evaluation and saving are not training time
     metrics.close()
+    if eval_log is not None:
+        eval_log.close()
+    if progress:
+        progress.close()
     if r.rank == 0:
         summary["final_step"] = max(r.start_step, max_steps)
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -280,6 +310,12 @@ def run(cfg: PretrainConfig, on_checkpoint: Optional[Callable[[int, Path, dict],
     return summary
 
 
+def _zero_shot_due(cfg: PretrainConfig, done: int, max_steps: int) -> bool:
+    from pretrain.evaluate import due
+
+    return due(cfg.eval, done, max_steps)
+
+
 def _log_line(record: dict, max_steps: int, bar) -> None:
     bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}", tok_s=f"{record['tokens_per_s']:.0f}",
                     refresh=False)
@@ -290,39 +326,3 @@ def _log_line(record: dict, max_steps: int, bar) -> None:
         record.get("cuda_max_allocated_gb") or record["rss_gb"],
         f"  val_loss {record['val_loss']:.4f} ppl {record['val_ppl']:.1f}" if "val_loss" in record else "",
     )
-
-
-def _progress_bar(cfg: PretrainConfig, rank: int, start: int, total: int):
-    from tqdm import tqdm
-
-    # disable=None: tqdm shows the bar only when its stream (stderr) is a terminal.
-    disable = None if rank == 0 and cfg.train.progress_bar else True
-    return tqdm(total=total, initial=start, disable=disable, unit="step", dynamic_ncols=True, leave=True)
-
-
-def _redirect_logging():
-    """Log lines printed above the progress bar instead of through it."""
-    from tqdm.contrib.logging import logging_redirect_tqdm
-
-    return logging_redirect_tqdm()
-
-
-class _SampleLog:
-    """debug.record_samples: the global sample indices each rank trained on, one line per step
-    in run_dir/samples/rank_R.jsonl (steps after the checkpoint resumed from are dropped)."""
-
-    def __init__(self, run_dir: Path, rank: int, start_step: int):
-        folder = run_dir / "samples"
-        if rank == 0:
-            folder.mkdir(parents=True, exist_ok=True)
-            for path in folder.glob("rank_*.jsonl"):
-                kept = [l for l in path.read_text().splitlines() if l and json.loads(l)["step"] <= start_step]
-                path.write_text("".join(l + "\n" for l in kept))
-        if dist.is_initialized():
-            dist.barrier()
-        self.path, self.rank = folder / f"rank_{rank}.jsonl", rank
-
-    def write(self, step: int, world: int, indices: list[int]) -> None:
-        with self.path.open("a") as f:
-            f.write(json.dumps({"step": step, "rank": self.rank, "world_size": world,
-                                "indices": [int(i) for i in indices]}) + "\n")

@@ -48,3 +48,15 @@ def corpus(tmp_path_factory, shared_data) -> Path:
     out = tmp_path_factory.mktemp("corpus")
     run_module("dataprep", f"output_dir={out}", "shards.shard_tokens=200000")
     return out
+
+
+@pytest.fixture(scope="session")
+def micro_sweep(tmp_path_factory, corpus) -> Path:
+    """A 3-size scaling sweep through `python -m launch -m`, a few steps each, one rank;
+    returns the sweep folder (runs 0_scale_1, 1_scale_2, 2_scale_3)."""
+    sweep = tmp_path_factory.mktemp("sweep")
+    run_module("launch", "-m", "+experiment=scaling", "model=scale_1,scale_2,scale_3",
+               f"data.manifest={corpus / 'manifest.json'}", f"hydra.sweep.dir={sweep}",
+               "cluster.nproc=1", "train.max_steps=4", "train.micro_batch_size=4",
+               "train.eval_every_steps=2", "train.eval_batches=1", "optim.warmup_steps=1")
+    return sweep

@@ -52,7 +52,8 @@ def test_two_ranks_reduce_on_the_device_and_sync_only_at_log_steps(corpus, tmp_p
            str(REPO / "tests" / "device_guard.py"), f"data.manifest={corpus / 'manifest.json'}",
            f"run_dir={run_dir}", f"train.max_steps={STEPS}", f"train.log_every_steps={LOG}",
            f"train.eval_every_steps={EVAL}", f"checkpoint.every_steps={SAVE}",
-           f"train.grad_accum_steps={ACCUM}", "train.micro_batch_size=2"]
+           f"train.grad_accum_steps={ACCUM}", "train.micro_batch_size=2",
+           f"eval.every_steps={EVAL}", "eval.limit=2", "eval.batch_size=4"]  # zero-shot tasks too
     env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     guards = [json.loads((run_dir / f"guard_rank{r}.json").read_text()) for r in (0, 1)]
@@ -67,11 +68,16 @@ def test_two_ranks_reduce_on_the_device_and_sync_only_at_log_steps(corpus, tmp_p
         reduced_at = {c["step"] for c in s["collectives"] if c["what"] == "all_reduce"}
         read_at = {r["step"] for r in s["reads"]}
         assert reduced_at == log_steps and read_at == log_steps, (reduced_at, read_at)
-        # A handful of reads per log step (loss, memory, validation), not one per micro step.
+        # A handful of reads per log step (loss, memory, validation, zero-shot), not one per micro step.
         per_step = [sum(r["step"] == k for r in s["reads"]) for k in sorted(log_steps)]
-        assert max(per_step) <= 3, per_step
+        assert max(per_step) <= 4, per_step
+        assert any(c["where"].startswith("evaluate.py") for c in s["reads"])
     rows = [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == sorted(log_steps)
     for r in rows:
         assert {"loss", "lr", "grad_norm", "tokens_per_s", "mfu", "consumed_samples", "seconds", "rss_gb"} <= set(r)
     assert "val_loss" in rows[-1] and "val_loss" in rows[1] and "val_loss" not in rows[0]
+    zero_shot = [json.loads(l) for l in (run_dir / "eval.jsonl").read_text().splitlines()]
+    assert sorted({(z["step"], z["task"], z["metric"], z["n"]) for z in zero_shot}) == sorted(
+        (step, task, metric, 2) for step in (EVAL, STEPS)
+        for task, metric in (("lambada", "accuracy"), ("lambada", "perplexity"), ("wikitext2", "bits_per_byte")))

@@ -56,7 +56,7 @@ def test_torchrun_command(tmp_path):
              "cluster.master_port=29600", "cluster.nproc=8", "cluster.max_restarts=3", run_dir=run_dir)
     cmd = shlex.split(p.text)
     cmd = cmd[cmd.index(PY):]
-    assert cmd == [PY, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "8",
+    assert cmd == [PY, "-m", "launch.agent", "--nnodes", "2", "--nproc-per-node", "8",
                    "--rdzv-backend", "c10d", "--rdzv-endpoint", "10.0.0.1:29600", "--rdzv-id", "run",
                    "--max-restarts", "3", "--rdzv-conf", "is_host=0", "-m", "pretrain",
                    "cluster=torchrun", "cluster.nnodes=2", "cluster.node_rank=1",

@@ -137,7 +137,7 @@ def test_killed_worker_restarts_from_checkpoint_and_ends_the_same(launch, manife
                    f"cluster.master_port={free_port()}", manifest, f"run_dir={run_dir}", *TINY], log)
     wait_for_checkpoint(run_dir, proc)
     workers = [p for p in psutil.Process(proc.pid).children(recursive=True)
-               if "pretrain" in p.cmdline() and "torch.distributed.run" not in p.cmdline()]
+               if "pretrain" in p.cmdline() and "launch.agent" not in p.cmdline()]
     assert len(workers) == 2, log.read_text()[-4000:]
     workers[-1].send_signal(signal.SIGKILL)
     out = finish(proc, log)

@@ -4,6 +4,7 @@ learning, checkpoints, resume after a kill, after a kill inside a save, and on a
 import json
 import math
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -217,9 +218,11 @@ def test_rank_killed_during_a_save_leaves_latest_on_the_previous_checkpoint(stra
     run_dir = tmp_path / "killed_in_save"
     changes = {"train.max_steps": 8, "checkpoint.every_steps": 4, "optim.lr_decay_steps": STEPS}
     sleep = {"debug.sleep_in_save_s": 60, "debug.sleep_in_save_step": 8}
-    cmd = [sys.executable, "-m", "launch", *_args(corpus, run_dir, **changes, **sleep)]
+    args = _args(corpus, run_dir, **changes, **sleep)
+    cmd = [sys.executable, "-m", "launch", *args]
     env = {**os.environ, "CCP_SHARED_DATA": str(SHARED_DATA)}
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    log = tmp_path / "launch.log"
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log.open("w"), stderr=subprocess.DEVNULL,
                             start_new_session=True)
     ckpt = run_dir / "checkpoints"
     written = ckpt / ".tmp-step_00000008" / "rng_rank00001.json"
@@ -241,6 +244,13 @@ def test_rank_killed_during_a_save_leaves_latest_on_the_previous_checkpoint(stra
     assert (ckpt / "latest").read_text().strip() == "step_00000004"
     assert not (ckpt / "step_00000008").exists()
     assert (ckpt / ".tmp-step_00000008").exists()  # left for the next start to remove
+    # The launcher's last lines say that the run stopped, why, and how to continue it.
+    last = log.read_text().strip().splitlines()[-3:]
+    assert last == [
+        "stopped at step 8 of 8 (rank 1 killed by SIGKILL)",
+        f"latest complete checkpoint: {ckpt / 'step_00000004'} (step 4)",
+        "the same command resumes from it: python -m launch " + shlex.join(args),
+    ], last
 
     again = run_module("launch", *_args(corpus, run_dir, **changes))
     assert "removing incomplete checkpoint" in again.stdout

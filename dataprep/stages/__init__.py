@@ -13,8 +13,9 @@ files and every earlier stage's outputs by name; `stats` holds the stage's entri
 by section ("stages", "sources", "mixture"). A stage whose tasks leave completion markers also has
 `fingerprints(inputs)`: for each of its outputs, what shapes it (dataprep/fingerprint.py) - its
 config keys, its input files and the fingerprints of the earlier outputs it is made from - computed
-from the config and the input files alone, before anything runs; its markers hold them, so that a
-rerun redoes what another config or input would make otherwise (dataprep/tasks.py: Reruns).
+from the config, the input files and the earlier stages' outputs (which of them there are), before
+its own tasks run; its markers hold them, so that a rerun redoes what another config or input
+would make otherwise (dataprep/tasks.py: Reruns).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from dataprep.config import DataprepConfig, MixtureSourceConfig
-from dataprep.readers import glob_files, list_inputs, task_name
+from dataprep.readers import glob_files, list_archives, task_name
 from dataprep.tasks import Reruns
 
 
@@ -42,7 +43,7 @@ class StageInputs:
     def of(cls, cfg: DataprepConfig) -> "StageInputs":
         """The job's input files, listed once; a missing input folder, or no archive in it, stops
         the job here (the mixture's files were checked with the config)."""
-        archives = list_inputs(cfg.ingest.input_dir, cfg.ingest.patterns, "ingest.")
+        archives = list_archives(cfg.ingest)
         sources = cfg.mixture.sources_or_crawl()
         return cls(cfg, {task_name(f): Path(f) if "://" not in f else f for f in archives},
                    {name: {task_name(f): f for f in glob_files(src.paths)}

@@ -16,7 +16,7 @@ from dataprep.layout import CorpusLayout
 from dataprep.readers import file_name
 from dataprep.stages import StageInputs
 from dataprep.stats import merge
-from dataprep.tasks import TaskRunner
+from dataprep.tasks import FAILED, TaskRunner
 
 NAME = "extract"
 STAGES = ("extract", "language", "filter")  # the entries of stats.json this stage fills
@@ -63,7 +63,8 @@ def extract_task(path: str, kept_out: str, dropped_out: str, cfg: DataprepConfig
     source = file_name(path)
     with DocumentSorter(kept_out, dropped_out, STAGES, {"extract": ingest.DROP_REASONS}) as sorter:
         ex, lg, fl = (sorter.stats[stage] for stage in STAGES)
-        for rec in ingest.read_records(path, cfg.ingest.max_payload_bytes):
+        i = cfg.ingest
+        for rec in ingest.read_records(path, i.max_payload_bytes, i.retries, i.retry_backoff_s, i.timeout_s):
             doc = new_document(rec.id, "", rec.url, source, rec.date)
             if not sorter.judge("extract", doc, _extract_text(rec, doc, ex), rec.raw_bytes):
                 continue
@@ -98,10 +99,16 @@ def run(layout: CorpusLayout, inputs: StageInputs) -> tuple[dict[str, str], dict
     tasks = {n: (str(f), layout.documents(NAME, n), layout.dropped(NAME, n), inputs.cfg)
              for n, f in inputs.archives.items()}
     results = TaskRunner(NAME, layout.stage_dir(NAME), inputs.reruns).run(extract_task, tasks, fingerprints(inputs))
-    stats = {stage: merge(results[n][stage] for n in tasks) for stage in STAGES}
+    failed = {n: r[FAILED] for n, r in results.items() if FAILED in r}
+    done = [n for n in tasks if n not in failed]
+    stats = {stage: merge(results[n][stage] for n in done) for stage in STAGES}
+    stats["extract"]["failed_files"] = [{"file": str(inputs.archives[n]), "error": e} for n, e in failed.items()]
+    if failed:
+        log.warning("[%s] %d of %d input files could not be read (stats.json: extract.failed_files); the job "
+                    "goes on without them, and a rerun tries them again", NAME, len(failed), len(tasks))
     languages: dict[str, int] = {}
-    for n in tasks:
+    for n in done:
         for lang, count in results[n]["language"].get("languages", {}).items():
             languages[lang] = languages.get(lang, 0) + count
     stats["language"]["languages"] = dict(sorted(languages.items(), key=lambda kv: (-kv[1], kv[0])))
-    return {n: layout.documents(NAME, n) for n in tasks}, {"stages": stats}
+    return {n: layout.documents(NAME, n) for n in done}, {"stages": stats}

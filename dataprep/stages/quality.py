@@ -54,7 +54,7 @@ def crawl_negatives(layout: CorpusLayout, inputs: StageInputs) -> Iterator[tuple
     """(id, text) of this job's raw extracted crawl text: every document that reached the language
     stage in a wanted language, whatever the filters said; a file's batch at a time."""
     wanted = set(inputs.cfg.langid.languages)
-    for n in inputs.archives:
+    for n in inputs.outputs[extract.NAME]:  # the archives that were read (not those that failed)
         for part in (layout.documents(extract.NAME, n), layout.dropped(extract.NAME, n)):
             for d in read_documents(part, ["id", "text", "lang"]):
                 if d["text"] and d["lang"] is not None and (not wanted or d["lang"] in wanted):
@@ -71,7 +71,14 @@ def classifier_fingerprint(inputs: StageInputs) -> Fingerprint:
                                               "seed", "chunk_chars"]),
                 **config_items("langid", inputs.cfg.langid, ["languages"])}
     files = {**files_identity(glob_files(q.reference_paths)), **files_identity(glob_files(q.negative_paths))}
-    return Fingerprint(settings, files, {"extract": combine(extract.fingerprints(inputs))})
+    return Fingerprint(settings, files, {"extract": combine(read_archives(inputs))})
+
+
+def read_archives(inputs: StageInputs) -> dict[str, Fingerprint]:
+    """The extract stage's fingerprints of the archives it read (not of those that failed: a rerun
+    that reads them makes new outputs, the classifier's included)."""
+    made = extract.fingerprints(inputs)
+    return {n: made[n] for n in inputs.outputs[extract.NAME]}
 
 
 def fingerprints(inputs: StageInputs) -> dict[str, Fingerprint]:
@@ -79,13 +86,13 @@ def fingerprints(inputs: StageInputs) -> dict[str, Fingerprint]:
     with the stage off, the extract stage's (its documents pass through)."""
     q = inputs.cfg.quality
     if not q.enabled:
-        return extract.fingerprints(inputs)
+        return read_archives(inputs)
 
     def make() -> dict[str, Fingerprint]:
         settings = config_items("quality", q, ["enabled", "selection", "alpha", "threshold", "seed"])
         model = classifier_fingerprint(inputs).digest
         return {n: Fingerprint(settings, upstream={"extract": fp.digest, "classifier": model})
-                for n, fp in extract.fingerprints(inputs).items()}
+                for n, fp in read_archives(inputs).items()}
     return inputs.memo(NAME, make)
 
 
