@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+
 def _json(value: Any) -> Any:
     """`value` as JSON gives it back (tuples become lists, int dict keys strings), so that a
     fingerprint compares equal to its own stored copy."""

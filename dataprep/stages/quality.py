@@ -63,7 +63,7 @@ def crawl_negatives(layout: CorpusLayout, inputs: StageInputs) -> Iterator[tuple
 
 def classifier_fingerprint(inputs: StageInputs) -> Fingerprint:
     """The classifier given (its file), or trained here: its training settings, the languages the
-    crawl's negatives are taken in, the reference and negative files, and every extract task."""
+    crawl's negatives are taken in, the reference and negative files, and every archive read."""
     q = inputs.cfg.quality
     if q.model_path:
         return Fingerprint({"quality.model_path": q.model_path}, {"quality.model_path": file_identity(q.model_path)})
