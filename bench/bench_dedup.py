@@ -47,6 +47,7 @@ from dataprep import dedup, shingling
 from dataprep.config import DedupConfig
 from dataprep.dedup_stages import BAND_RECORD_BYTES, COMPONENT_EDGE_BYTES, EXACT_RECORD_BYTES, Deduplicator
 from dataprep.documents import DOCUMENT_ROW_GROUP, write_table
+from dataprep.fingerprint import Fingerprint
 from dataprep.tasks import WORKER_ENV, TaskRunner, arrow_worker_memory
 
 DEFAULT_ROOT = Path(os.environ.get("CCP_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -122,7 +123,7 @@ def make_corpus(folder: Path, docs: list[str], n: int) -> dict[str, str]:
     folder.mkdir(parents=True, exist_ok=True)
     tasks = {f"part{k:02d}": (str(folder / f"part{k:02d}.parquet"), tokens, vocab, k * per_file, min(per_file, n - k * per_file))
              for k in range(FILES) if k * per_file < n}
-    TaskRunner("corpus", folder).run(make_corpus_file, tasks)
+    TaskRunner("corpus", folder).run(make_corpus_file, tasks, Fingerprint({"documents": n, "files": FILES}))
     return {name: args[0] for name, args in tasks.items()}
 
 
@@ -171,8 +172,8 @@ class RecordingRunner(TaskRunner):
     bench can rerun a stage's largest task alone (the rerun rewrites the same bytes)."""
     stages: dict[str, tuple] = {}
 
-    def run(self, fn, tasks):
-        results = super().run(fn, tasks)
+    def run(self, fn, tasks, fingerprints):
+        results = super().run(fn, tasks, fingerprints)
         RecordingRunner.stages[self.stage] = (fn, tasks, results)
         return results
 

@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from dataprep import dedup
 from dataprep.dedup_files import PartitionedWriter, read_columns
+from dataprep.fingerprint import Fingerprint
 from dataprep.shingling import fmix64
 from dataprep.tasks import TaskRunner
 
@@ -69,7 +70,8 @@ def connected_components(edges: dict[str, str], work: Path, partitions: int, sta
     stage_dir, fn, tasks) runs a stage (default: a TaskRunner). Returns the partitions, the number
     of rounds, the number of distinct edges, and last_step(partition): the files of the final
     stars' records (node, nbr) of that partition's nodes, each star's edges from both ends."""
-    stage = stage or (lambda name, stage_dir, fn, tasks: TaskRunner(name, stage_dir).run(fn, tasks))
+    made_as = Fingerprint({"partitions": partitions})
+    stage = stage or (lambda name, stage_dir, fn, tasks: TaskRunner(name, stage_dir).run(fn, tasks, made_as))
     parts = [f"{p:05d}" for p in range(partitions)]
     step_dir = lambda k: Path(work) / f"{k:03d}"
     outs = lambda k, src: [str(step_dir(k) / src / f"{d}.parquet") for d in parts]

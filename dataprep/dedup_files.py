@@ -29,10 +29,15 @@ BAND_SCHEMA = pa.schema([("key", pa.uint64()), ("doc", pa.uint64())])
 EXACT_SCHEMA = pa.schema([("h0", pa.uint64()), ("h1", pa.uint64()), ("doc", pa.uint64()),
                           ("id", pa.string()), ("quality", pa.float64())])
 DECISION_SCHEMA = pa.schema([("doc", pa.uint64()), ("reason", pa.string()), ("duplicate_of", pa.string())])
+# Exact decisions also keep their survivor's number: a survivor later dropped as a near duplicate
+# hands its own survivor on (dedup_tasks.resolve_task).
+EXACT_DECISION_SCHEMA = DECISION_SCHEMA.append(pa.field("survivor", pa.uint64()))
 
 
 def signature_schema(num_perm: int) -> pa.Schema:
-    return pa.schema([("doc", pa.uint64()), ("id", pa.string()), ("quality", pa.float64()),
+    """h0: the first word of the document's text digest, whose residue names its exact partition
+    (null when exact dedup is off)."""
+    return pa.schema([("doc", pa.uint64()), ("id", pa.string()), ("quality", pa.float64()), ("h0", pa.uint64()),
                       ("minhash", pa.list_(pa.uint32(), num_perm))])
 
 
@@ -147,9 +152,13 @@ def lookup(sig_paths: list[str], docs: np.ndarray, columns: list[str]) -> pa.Tab
     return pa.concat_tables(parts)
 
 
-def decision_table(docs: np.ndarray, reason: str, duplicate_of: pa.Array) -> pa.Table:
-    return pa.table({"doc": docs, "reason": pa.array([reason] * len(docs), pa.string()),
-                     "duplicate_of": duplicate_of}, schema=DECISION_SCHEMA)
+def decision_table(docs: np.ndarray, reason: str, duplicate_of: pa.Array, survivors: np.ndarray | None = None) -> pa.Table:
+    """Decisions: each of `docs` dropped for `reason`, naming its survivor's id (and number, for
+    exact decisions)."""
+    columns = {"doc": docs, "reason": pa.array([reason] * len(docs), pa.string()), "duplicate_of": duplicate_of}
+    if survivors is None:
+        return pa.table(columns, schema=DECISION_SCHEMA)
+    return pa.table({**columns, "survivor": survivors}, schema=EXACT_DECISION_SCHEMA)
 
 
 def signatures(sig_paths: list[str], docs: np.ndarray, num_perm: int) -> np.ndarray:

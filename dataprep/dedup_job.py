@@ -7,9 +7,11 @@ Out:
   OUT/documents/<file>.parquet  the same documents, all fields, minus the duplicates
   OUT/dropped/<file>.parquet    the duplicates, with drop_reason and duplicate_of (survivor's id)
   OUT/kept_ids.txt              the kept ids, one a line, in input order
-  OUT/stats.json                {"stages": {"dedup": documents in, out, exact and near
-                                duplicates, clusters, largest cluster, ...}}
-  OUT/work/                     the stages' files and markers: a rerun resumes from them
+  OUT/stats.json                {"stages": {"input": JSON lines in, documents out, lines
+                                dropped by reason (bad_json), "dedup": documents in, out, exact
+                                and near duplicates, clusters, largest cluster, ...}}
+  OUT/work/                     the stages' files and markers: a rerun resumes from them, and
+                                redoes what other settings or input files make otherwise
 """
 
 from __future__ import annotations
@@ -28,11 +30,13 @@ import pyarrow.parquet as pq
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
-from dataprep.config import DedupConfig, RayConfig
+from dataprep.config import DedupConfig, RayConfig, check_rerun
 from dataprep.dedup_stages import Deduplicator
 from dataprep.documents import DOCUMENT_ROW_GROUP, open_parquet, write_table
-from dataprep.readers import list_inputs, read_jsonl, task_name
-from dataprep.tasks import TaskRunner, console_logging, ray_session, write_json
+from dataprep.fingerprint import Fingerprint, combine, file_identity
+from dataprep.readers import JSONL_DROP_REASONS, list_inputs, read_jsonl, task_name
+from dataprep.stats import merge
+from dataprep.tasks import Reruns, TaskRunner, console_logging, ray_session, write_json
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 JSONL_PATTERNS = ("*.jsonl", "*.jsonl.gz", "*.json.gz")
@@ -47,6 +51,12 @@ class DedupJobConfig:
     patterns: List[str] = field(default_factory=lambda: [*JSONL_PATTERNS, "*.parquet"])
     dedup: DedupConfig = field(default_factory=DedupConfig)
     ray: RayConfig = field(default_factory=RayConfig)
+    # A rerun over work/ made from other settings or input files: auto redoes what they shape
+    # (one log line names them), strict stops, naming them.
+    rerun: str = "auto"
+
+    def __post_init__(self) -> None:
+        check_rerun(self.rerun)
 
 
 def register() -> None:
@@ -54,14 +64,17 @@ def register() -> None:
 
 
 def jsonl_to_parquet_task(path: str, out: str) -> dict:
-    """JSON lines -> Parquet, every field kept (fields missing from some lines become nulls)."""
+    """JSON lines -> Parquet, every field kept (fields missing from some lines become nulls); a
+    line that is no document (not UTF-8, not JSON) is dropped and counted (bad_json)."""
     t0 = time.perf_counter()
-    rows = [row for _, row in read_jsonl(path)]
+    dropped = dict.fromkeys(JSONL_DROP_REASONS, 0)
+    rows = [row for _, row in read_jsonl(path, dropped)]
     table = pa.Table.from_struct_array(pa.array(rows)) if rows else pa.table({"id": pa.array([], pa.string()),
                                                                               "text": pa.array([], pa.string())})
     _check_columns(path, table.schema)
     write_table(table, out, DOCUMENT_ROW_GROUP, use_dictionary=False)
-    return {"docs_in": len(table), "seconds": time.perf_counter() - t0}
+    return {"docs_in": len(table) + sum(dropped.values()), "docs_out": len(table), "dropped": dropped,
+            "seconds": time.perf_counter() - t0}
 
 
 def _check_columns(path: str, schema: pa.Schema) -> None:
@@ -79,13 +92,16 @@ def run(cfg: DedupJobConfig) -> dict:
             _check_columns(str(p), pq.read_schema(p))
     names = [task_name(p) for p in files]
     work = out / "work"
-    deduplicator = Deduplicator(cfg.dedup, work)
+    reruns = Reruns(cfg.rerun)
+    deduplicator = Deduplicator(cfg.dedup, work, reruns=reruns)
+    made_from = {n: Fingerprint(inputs={"file": file_identity(p)}) for n, p in zip(names, files)}
     # Parquet is read in place; JSON lines are converted once, so later stages read columns fast.
     jsonl = {n: (str(p), str(work / "input" / f"{n}.parquet")) for n, p in zip(names, files) if p.suffix != ".parquet"}
-    TaskRunner("input", work / "input").run(jsonl_to_parquet_task, jsonl)
+    read = TaskRunner("input", work / "input", reruns).run(jsonl_to_parquet_task, jsonl, made_from)
     docs = {n: jsonl[n][1] if n in jsonl else str(p) for n, p in zip(names, files)}
     kept = {n: str(out / "documents" / f"{n}.parquet") for n in names}
-    stats = deduplicator.run(docs, kept, {n: str(out / "dropped" / f"{n}.parquet") for n in names})
+    stats = deduplicator.run(docs, kept, {n: str(out / "dropped" / f"{n}.parquet") for n in names},
+                             {"input": combine(made_from)})
 
     tmp = out / "kept_ids.txt.tmp"
     with open(tmp, "w", encoding="utf-8") as f:
@@ -93,7 +109,8 @@ def run(cfg: DedupJobConfig) -> dict:
             for batch in open_parquet(kept[n]).iter_batches(columns=["id"]):
                 f.writelines(f"{i}\n" for i in pc.cast(batch.column(0), pa.string()).to_pylist())
     os.replace(tmp, out / "kept_ids.txt")
-    summary = {"stages": {"dedup": stats}, "input_files": [str(p) for p in files],
+    # "input": the JSON-lines files' lines that were no documents (Parquet files are read as they are)
+    summary = {"stages": {"input": merge(read.values()), "dedup": stats}, "input_files": [str(p) for p in files],
                "documents": stats["docs_out"], "seconds": round(time.perf_counter() - t0, 3)}
     write_json(out / "stats.json", summary)
     log.info("%d of %d documents kept: %s, %s", stats["docs_out"], stats["docs_in"], out / "documents",

@@ -13,20 +13,26 @@ dataprep/dedup_files.py; docs/dedup.md has the memory model and the measured fig
   components    connected components of the edges: per node partition, rounds of the
                 large-star and small-star steps until the edges are one star per component
   clusters      per node partition: the stars are the clusters; one survivor each
+  resolve       per exact partition: an exact duplicate whose survivor was dropped as a near
+                duplicate names that one's survivor, so every duplicate_of names a kept document
   filter        per input file: the kept documents, and the dropped ones with their reason and
                 the survivor's id in duplicate_of
 
 work_dir/
-  plan.json                    partitions, bands x rows: a rerun with other settings stops
   exact/<part>/<task>.parquet  digest, doc, id, quality           (by digest % partitions)
-  exact/groups/<part>.parquet  exact duplicates: doc, reason, duplicate_of        (by doc)
-  signatures/<task>.parquet    doc, id, quality, minhash            (by doc, small row groups)
+  exact/h0/<task>.parquet      each document's digest's first word, in file order
+  exact/groups/<part>.parquet  exact duplicates: doc, reason, duplicate_of, survivor  (by doc)
+  exact/resolved/<part>.parquet the same, duplicate_of naming a kept document      (by doc)
+  signatures/<task>.parquet    doc, id, quality, h0, minhash        (by doc, small row groups)
   bands/<part>/<task>.parquet  key, doc                              (by key % partitions)
   edges/<part>.parquet         a, b: the pairs that became edges
   components/<step>/<task>/<node part>.parquet
                                node, nbr: a step's edges, for the next step (by fmix64(node) % P')
   clusters/<node part>.parquet near duplicates: doc, reason, duplicate_of             (by doc)
-  .../_done/<task>.json        completion markers with each task's statistics
+  clusters/by_exact/<node part>/<part>.parquet  the same, by the exact partition of their text
+  .../_done/<task>.json        completion markers with each task's statistics and fingerprint:
+                               the dedup settings, the documents' upstream digests, the
+                               partitions (a rerun redoes what they would make otherwise)
 
 A document is known everywhere by its number doc = input file index << 32 | row, 8 bytes;
 its id and quality are looked up (by row group) only where a survivor must be chosen.
@@ -34,7 +40,6 @@ its id and quality are looked up (by row group) only where a survivor must be ch
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -42,17 +47,18 @@ from collections import Counter
 from dataclasses import asdict
 from functools import partial
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Mapping
 
 from dataprep import dedup
 from dataprep.config import DedupConfig
 from dataprep.dedup_components import connected_components
 from dataprep.dedup_files import DedupLayout, write_buffer_bytes
 from dataprep.dedup_tasks import (candidates_task, clusters_task, exact_groups_task, exact_hash_task, filter_task,
-                                  signature_task)
+                                  resolve_task, signature_task)
 from dataprep.documents import open_parquet
+from dataprep.fingerprint import Fingerprint, config_items, file_identity
 from dataprep.stats import merge
-from dataprep.tasks import TaskRunner, write_json
+from dataprep.tasks import Reruns, TaskRunner
 
 log = logging.getLogger("dataprep")
 
@@ -66,6 +72,16 @@ EXACT_RECORD_BYTES = 160
 # (bench/bench_dedup.py): a large-star task holds each edge from both ends (two 16-byte records,
 # sorted: 46 bytes a record), a small-star task once, but writes up to four records for it.
 COMPONENT_EDGE_BYTES = 128
+# Settings that say how the work is split, not what it decides (the partitions they give are in
+# the work's fingerprints all the same: the files are laid out by them).
+WORK_ONLY = ("memory_budget_mb", "partitions")
+
+
+def decisions_fingerprint(cfg: DedupConfig, upstream: Mapping[str, str]) -> Fingerprint:
+    """What shapes dedup's decisions: every dedup.* setting but the memory budget and partition
+    count (they only say how the work is split), and the documents (`upstream`: the digests of what
+    made them)."""
+    return Fingerprint(config_items("dedup", cfg, [k for k in asdict(cfg) if k not in WORK_ONLY]), upstream=upstream)
 
 
 def add_counts(parts: Iterable[dict[str, int]]) -> dict[str, int]:
@@ -80,38 +96,36 @@ class Deduplicator:
     """Exact, then fuzzy deduplication of Parquet document files (columns id, text, and
     optionally cfg.quality_column), run as Ray stages over files in work_dir."""
 
-    def __init__(self, cfg: DedupConfig, work_dir: str | Path, runner: type[TaskRunner] = TaskRunner):
-        """runner runs each stage's tasks (a TaskRunner, or a subclass that also records them).
-        The settings were checked when cfg was made (DedupConfig.__post_init__)."""
-        self.cfg, self.runner = cfg, runner
+    def __init__(self, cfg: DedupConfig, work_dir: str | Path, runner: type[TaskRunner] = TaskRunner,
+                 reruns: Reruns | None = None):
+        """runner runs each stage's tasks (a TaskRunner, or a subclass that also records them);
+        reruns says what to do with finished tasks made otherwise (dataprep/tasks.py). The settings
+        were checked when cfg was made (DedupConfig.__post_init__)."""
+        self.cfg, self.runner, self.reruns = cfg, runner, reruns or Reruns()
         self.work = Path(work_dir)
         self.bands, self.rows = ((cfg.bands, cfg.rows) if cfg.bands is not None else
                                  dedup.lsh_params(cfg.threshold, cfg.num_perm, (cfg.fp_weight, cfg.fn_weight)))
 
     def layout(self, doc_paths: list[str]) -> DedupLayout:
-        """Partitions so that a partition task's records fit memory_budget_mb; the layout is
-        stored, and a rerun over the same work_dir with other settings stops instead of mixing."""
+        """Partitions so that a partition task's records fit memory_budget_mb."""
         docs = sum(open_parquet(p).metadata.num_rows for p in doc_paths)
         per_doc = max(self.bands * BAND_RECORD_BYTES, EXACT_RECORD_BYTES)
         partitions = self.cfg.partitions or max(1, math.ceil(docs * per_doc / (self.cfg.memory_budget_mb * 2**20)))
-        layout = DedupLayout(docs=docs, partitions=partitions, bands=self.bands, rows=self.rows)
-        settings = {**asdict(layout), **asdict(self.cfg)}
-        stored = self.work / "plan.json"
-        if stored.is_file():
-            before = json.loads(stored.read_text())
-            changed = sorted(k for k in settings.keys() | before.keys() if settings.get(k) != before.get(k))
-            if changed:
-                raise ValueError(f"{self.work} was made with other settings ({', '.join(changed)}): "
-                                 f"delete it, or run with the settings in {stored}")
-        else:
-            write_json(stored, settings)
-        return layout
+        return DedupLayout(docs=docs, partitions=partitions, bands=self.bands, rows=self.rows)
 
-    def run(self, docs: dict[str, str], kept: dict[str, str], dropped: dict[str, str]) -> dict:
-        """Deduplicate the files docs[task] into kept[task] and dropped[task]; returns the stats."""
+    def run(self, docs: dict[str, str], kept: dict[str, str], dropped: dict[str, str],
+            upstream: Mapping[str, str] | None = None) -> dict:
+        """Deduplicate the files docs[task] into kept[task] and dropped[task]; returns the stats.
+        upstream: digests of what made the documents (dataprep/fingerprint.py); None: the files'
+        identities stand for them. A task's marker holds these, the settings and the partitions,
+        so a rerun redoes what other settings, documents or partitions would make otherwise
+        (instead of mixing the files of two runs in work_dir)."""
         cfg, w = self.cfg, self.work
         names = list(docs)
         layout = self.layout([docs[n] for n in names])
+        if upstream is None:
+            upstream = {f"file {n}": Fingerprint(inputs={"file": file_identity(docs[n])}).digest for n in names}
+        work_fp = decisions_fingerprint(cfg, upstream).plus({"dedup.plan.partitions": layout.partitions})
         parts = [f"{p:05d}" for p in range(layout.partitions)]
         log.info("dedup: %d documents in %d files, %d partitions, LSH %d bands x %d rows",
                  layout.docs, len(names), layout.partitions, layout.bands, layout.rows)
@@ -119,9 +133,10 @@ class Deduplicator:
         results: dict[str, dict[str, dict]] = {}
         wall: dict[str, float] = {}
 
-        def stage(name: str, stage_dir: Path, fn, tasks: dict[str, tuple], timed_as: str | None = None) -> dict[str, dict]:
+        def stage(name: str, stage_dir: Path, fn, tasks: dict[str, tuple], timed_as: str | None = None,
+                  fingerprint: Fingerprint = work_fp) -> dict[str, dict]:
             t0 = time.perf_counter()
-            results[name] = self.runner(name, stage_dir).run(fn, tasks)
+            results[name] = self.runner(name, stage_dir, self.reruns).run(fn, tasks, fingerprint)
             wall[timed_as or name] = round(wall.get(timed_as or name, 0.0) + time.perf_counter() - t0, 3)
             return results[name]
 
@@ -130,8 +145,8 @@ class Deduplicator:
         near: dict = {}
         if cfg.exact:
             stage("exact_hash", w / "exact", exact_hash_task, {
-                n: (docs[n], i, [path("exact", p, f"{n}.parquet") for p in parts], cfg.quality_column,
-                    write_buffer_bytes(cfg))
+                n: (docs[n], i, [path("exact", p, f"{n}.parquet") for p in parts], path("exact", "h0", f"{n}.parquet"),
+                    cfg.quality_column, write_buffer_bytes(cfg))
                 for i, n in enumerate(names)})
             groups = [path("exact", "groups", f"{p}.parquet") for p in parts]
             exact = stage("exact_groups", w / "exact" / "groups", exact_groups_task, {
@@ -140,24 +155,33 @@ class Deduplicator:
         if cfg.fuzzy:
             sig_paths = [path("signatures", f"{n}.parquet") for n in names]
             stage("minhash", w / "signatures", signature_task, {
-                n: (docs[n], i, list(decision_paths), sig_paths[i],
+                n: (docs[n], i, list(decision_paths), path("exact", "h0", f"{n}.parquet") if cfg.exact else None, sig_paths[i],
                     [path("bands", p, f"{n}.parquet") for p in parts], cfg, layout)
                 for i, n in enumerate(names)})
             edges = [path("edges", f"{p}.parquet") for p in parts]
             lsh = stage("lsh", w / "edges", candidates_task, {
                 p: ([path("bands", p, f"{n}.parquet") for n in names], sig_paths, out, cfg)
                 for p, out in zip(parts, edges)})
-            components = partial(stage, timed_as="components")
-            near = connected_components(dict(zip(parts, edges)), w / "components",
-                                        self.component_partitions(sum(r["verified_pairs"] for r in lsh.values())),
-                                        components)
+            node_parts = self.component_partitions(sum(r["verified_pairs"] for r in lsh.values()))
+            components = partial(stage, timed_as="components",
+                                 fingerprint=work_fp.plus({"dedup.plan.component_partitions": node_parts}))
+            near = connected_components(dict(zip(parts, edges)), w / "components", node_parts, components)
             clusters = [path("clusters", f"{p}.parquet") for p in near["parts"]]
+            # The near decisions again, by the exact partition of the dropped document's text.
+            routed = lambda d: [path("clusters", "by_exact", d, f"{p}.parquet") for p in parts] if cfg.exact else []
             found = stage("clusters", w / "clusters", clusters_task, {
-                p: (near["last_step"](p), sig_paths, out) for p, out in zip(near["parts"], clusters)}).values()
+                d: (near["last_step"](d), sig_paths, out, routed(d)) for d, out in zip(near["parts"], clusters)}).values()
             near.update(near_duplicates=sum(r["near_duplicates"] for r in found),
                         clusters=sum(r["clusters"] for r in found),
                         largest_cluster=max(r["largest_cluster"] for r in found),
                         cluster_sizes=add_counts(r.get("cluster_sizes", {}) for r in found))
+            if cfg.exact:  # exact duplicates of a near duplicate name its survivor
+                resolved = [path("exact", "resolved", f"{p}.parquet") for p in parts]
+                handed = stage("resolve", w / "exact" / "resolved", resolve_task, {
+                    p: (g, [path("clusters", "by_exact", d, f"{p}.parquet") for d in near["parts"]], out)
+                    for p, g, out in zip(parts, groups, resolved)})
+                near["handed_on"] = sum(r["handed_on"] for r in handed.values())
+                decision_paths = resolved
             decision_paths += clusters
         filtered = stage("filter", w, filter_task, {
             n: (docs[n], i, list(decision_paths), kept[n], dropped[n]) for i, n in enumerate(names)})
@@ -167,6 +191,8 @@ class Deduplicator:
         # How many groups of exact duplicates, and clusters of near ones, have each size (documents).
         s["exact_group_sizes"] = add_counts(r.get("group_sizes", {}) for r in exact.values())
         s["cluster_sizes"] = near.get("cluster_sizes", {})
+        # exact duplicates whose exact survivor was dropped as a near duplicate: they name its survivor
+        s["exact_duplicates_of_near_duplicates"] = near.get("handed_on", 0)
         s["near_duplicates"] = near.get("near_duplicates", 0)
         s["clusters"] = near.get("clusters", 0)
         s["largest_cluster"] = near.get("largest_cluster", 0)

@@ -27,18 +27,22 @@ def size_counts(sizes: np.ndarray) -> dict[str, int]:
     return {str(int(v)): int(c) for v, c in zip(values, counts)}
 
 
-def exact_hash_task(docs_path: str, file_index: int, outs: list[str], quality_column: str | None,
+def exact_hash_task(docs_path: str, file_index: int, outs: list[str], h0_out: str, quality_column: str | None,
                     buffer_bytes: int) -> dict:
+    """Each document's digest record to outs[its partition]; the digests' first words, in the
+    file's order, to h0_out (8 bytes a document: the signature task copies them)."""
     t0 = time.perf_counter()
-    n = 0
+    h0 = []
     with PartitionedWriter(outs, EXACT_SCHEMA, buffer_bytes) as out:
         for first, ids, quality, texts in doc_batches(docs_path, quality_column):
             digests = dedup.text_digests(texts)
             out.write(pa.table({"h0": digests[:, 0], "h1": digests[:, 1],
                                 "doc": doc_numbers(file_index, first, len(texts)), "id": ids, "quality": quality},
                                schema=EXACT_SCHEMA), (digests[:, 0] % len(outs)).astype(np.int64))
-            n += len(texts)
-    return {"docs_in": n, "seconds": time.perf_counter() - t0}
+            h0.append(digests[:, 0].copy())
+    h0 = np.concatenate(h0) if h0 else np.zeros(0, dtype=np.uint64)
+    write_table(pa.table({"h0": h0}), h0_out, use_dictionary=False)
+    return {"docs_in": len(h0), "seconds": time.perf_counter() - t0}
 
 
 def exact_groups_task(in_paths: list[str], out: str) -> dict:
@@ -54,7 +58,8 @@ def exact_groups_task(in_paths: list[str], out: str) -> dict:
     survivor = dedup.choose_survivors({"h0": group["h0"].to_numpy(), "h1": group["h1"].to_numpy()},
                                       group["id"], group["quality"])
     dup = np.flatnonzero(survivor != np.arange(len(group)))
-    decisions = decision_table(group["doc"].to_numpy()[dup], "exact_duplicate", group["id"].take(survivor[dup]))
+    doc = group["doc"].to_numpy()
+    decisions = decision_table(doc[dup], "exact_duplicate", group["id"].take(survivor[dup]), doc[survivor[dup]])
     write_table(decisions.sort_by("doc"), out, DECISION_ROW_GROUP, use_dictionary=False)
     h0, h1 = h0[grouped], h1[grouped]
     first = np.ones(len(h0), dtype=bool)  # the first document of each group of equal digests
@@ -63,11 +68,13 @@ def exact_groups_task(in_paths: list[str], out: str) -> dict:
             "group_sizes": size_counts(np.diff(np.flatnonzero(first), append=len(h0))), "seconds": time.perf_counter() - t0}
 
 
-def signature_task(docs_path: str, file_index: int, exact_paths: list[str], sig_out: str,
+def signature_task(docs_path: str, file_index: int, exact_paths: list[str], h0_path: str | None, sig_out: str,
                    band_outs: list[str], cfg: DedupConfig, layout: DedupLayout) -> dict:
+    """h0_path: the exact stage's digest words of this file's documents (None: exact is off)."""
     t0 = time.perf_counter()
     signer = dedup.MinHasher(cfg.num_perm, cfg.seed, cfg.ngram, cfg.hashfunc)
     skip = decisions_for_file(exact_paths, file_index)["doc"].to_numpy()
+    digest_words = pq.read_table(h0_path)["h0"].to_numpy() if h0_path else None
     schema = signature_schema(cfg.num_perm)
     n_in = n_signed = 0
     with TableWriter(sig_out, schema, SIG_ROW_GROUP, use_dictionary=False) as signatures, \
@@ -77,8 +84,9 @@ def signature_task(docs_path: str, file_index: int, exact_paths: list[str], sig_
             numbers = doc_numbers(file_index, first, len(texts))
             keep = np.flatnonzero(~np.isin(numbers, skip))
             sig = signer([texts[i] for i in keep])  # it bounds its temporaries (MinHasher.CHUNK)
+            h0 = digest_words[first + keep] if digest_words is not None else pa.nulls(len(keep), pa.uint64())
             signatures.write(pa.table({
-                "doc": numbers[keep], "id": ids.take(keep), "quality": quality.take(keep),
+                "doc": numbers[keep], "id": ids.take(keep), "quality": quality.take(keep), "h0": h0,
                 "minhash": pa.FixedSizeListArray.from_arrays(pa.array(sig.ravel()), cfg.num_perm),
             }, schema=schema))
             keys = dedup.band_keys(sig, layout.bands, layout.rows).ravel()  # document-major
@@ -120,9 +128,11 @@ def candidates_task(band_paths: list[str], sig_paths: list[str], out: str, cfg: 
             "seconds": time.perf_counter() - t0}
 
 
-def clusters_task(in_paths: list[str], sig_paths: list[str], out: str) -> dict:
+def clusters_task(in_paths: list[str], sig_paths: list[str], out: str, exact_outs: list[str]) -> dict:
     """After the last step: the stars of this partition's centres (a component's smallest node,
-    the end of its star's edges that is smaller) are the clusters; one survivor each."""
+    the end of its star's edges that is smaller) are the clusters; one survivor each. The
+    decisions go to `out` and, when exact dedup ran, also to exact_outs[their exact partition]
+    (resolve_task: an exact survivor dropped here hands its survivor to its exact duplicates)."""
     t0 = time.perf_counter()
     node, nbr = read_columns(in_paths, ("node", "nbr"))
     centre = node < nbr
@@ -132,16 +142,42 @@ def clusters_task(in_paths: list[str], sig_paths: list[str], out: str) -> dict:
     nodes, labels = np.concatenate([centres, member]), np.concatenate([centres, label])
     order = np.argsort(nodes)
     nodes, labels = nodes[order], labels[order]
-    decisions = DECISION_SCHEMA.empty_table()
+    decisions, h0 = DECISION_SCHEMA.empty_table(), np.zeros(0, dtype=np.uint64)
     if len(nodes):
-        meta = lookup(sig_paths, nodes, ["id", "quality"])
+        meta = lookup(sig_paths, nodes, ["id", "quality", "h0"])
         survivor = dedup.choose_survivors({"label": labels}, meta["id"], meta["quality"])
         dup = np.flatnonzero(survivor != np.arange(len(nodes)))
         decisions = decision_table(nodes[dup], "near_duplicate", meta["id"].take(survivor[dup]))  # nodes are sorted
+        h0 = meta["h0"].to_numpy(zero_copy_only=False)[dup] if exact_outs else h0
     write_table(decisions, out, DECISION_ROW_GROUP, use_dictionary=False)
+    if exact_outs:
+        with PartitionedWriter(exact_outs, DECISION_SCHEMA) as routed:
+            routed.write(decisions, (h0 % np.uint64(len(exact_outs))).astype(np.int64))
     return {"docs_in": len(nodes), "near_duplicates": len(decisions), "clusters": len(centres),
             "largest_cluster": int(leaves.max(initial=-1)) + 1, "cluster_sizes": size_counts(leaves + 1),
             "seconds": time.perf_counter() - t0}
+
+
+def resolve_task(groups_path: str, near_paths: list[str], out: str) -> dict:
+    """One exact partition's decisions, each naming a kept document: an exact duplicate whose
+    survivor was then dropped as a near duplicate names that one's survivor instead (a near
+    survivor is never dropped, and exact duplicates never reach the near stages, so one step
+    ends every chain). near_paths: the near decisions about this partition's documents."""
+    t0 = time.perf_counter()
+    exact = pq.read_table(groups_path)
+    near = pa.concat_tables([pq.read_table(p) for p in near_paths] or [DECISION_SCHEMA.empty_table()]).sort_by("doc")
+    near_docs, survivors = near["doc"].to_numpy(), exact["survivor"].to_numpy()
+    duplicate_of = exact["duplicate_of"].combine_chunks()
+    moved = np.zeros(len(exact), dtype=bool)
+    if len(near_docs):
+        at = np.minimum(np.searchsorted(near_docs, survivors), len(near_docs) - 1)
+        moved = near_docs[at] == survivors
+        handed_on = near["duplicate_of"].combine_chunks().take(pa.array(at))
+        duplicate_of = pc.if_else(pa.array(moved), handed_on, duplicate_of)
+    resolved = pa.table({"doc": exact["doc"], "reason": exact["reason"], "duplicate_of": duplicate_of},
+                        schema=DECISION_SCHEMA)
+    write_table(resolved, out, DECISION_ROW_GROUP, use_dictionary=False)
+    return {"docs_in": len(exact), "handed_on": int(moved.sum()), "seconds": time.perf_counter() - t0}
 
 
 def _with_column(table: pa.Table, name: str, values: pa.Array) -> pa.Table:

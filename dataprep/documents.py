@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, Mapping, Sequence
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -118,9 +118,11 @@ class DocumentSorter:
     a dropped one gets its `drop_reason`. Leaving the `with` block without an error writes the
     kept documents and, apart, the dropped ones, so that every count can be traced to rows."""
 
-    def __init__(self, kept_out: str | Path, dropped_out: str | Path, stages: Sequence[str]):
+    def __init__(self, kept_out: str | Path, dropped_out: str | Path, stages: Sequence[str],
+                 reasons: Mapping[str, Iterable[str]] = {}):
+        """reasons: per stage, drop reasons its stats list even at 0 (stats.stage_stats)."""
         self.kept_out, self.dropped_out, self.last = kept_out, dropped_out, stages[-1]
-        self.stats = {stage: stage_stats() for stage in stages}
+        self.stats = {stage: stage_stats(reasons.get(stage, ())) for stage in stages}
         self._kept: list[dict] = []
         self._dropped: list[dict] = []
 
@@ -140,6 +142,14 @@ class DocumentSorter:
         if stage == self.last:
             self._kept.append(doc)
         return True
+
+    def unreadable(self, stage: str, counts: dict[str, int]) -> None:
+        """Count into `stage` input that never became a document (a line that is not JSON: no row to
+        keep, its file and line are in the log), dropped by reason."""
+        s = self.stats[stage]
+        for reason, n in counts.items():
+            s["docs_in"] += n
+            s["dropped"][reason] = s["dropped"].get(reason, 0) + n
 
     def __enter__(self) -> "DocumentSorter":
         return self

@@ -7,6 +7,8 @@ import re
 import zlib
 from typing import Optional
 
+import brotli
+
 # Payload kinds that are never HTML whatever the Content-Type says.
 BINARY_MAGIC = (b"%PDF", b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"PK\x03\x04", b"\x00\x00\x01\x00",
                 b"RIFF", b"\x1f\x8b", b"BM", b"ID3", b"OggS", b"\x00\x00\x00")
@@ -32,31 +34,49 @@ def payload_problem(kind: str, ctype: str, body: bytes) -> Optional[str]:
     return "not_html"
 
 
+class PayloadTooLarge(Exception):
+    """A body that decodes to more than the size cap (dropped as too_large, never cut)."""
+
+
 def decode_http_body(body: bytes, transfer: str, content: str, cap: int) -> bytes:
     """Undo chunked transfer coding and gzip / deflate / br content coding, each only when the
-    body is really so coded (a failed decode keeps the bytes as stored)."""
+    body is really so coded (a failed decode keeps the bytes as stored). A body that decodes to
+    more than `cap` bytes raises PayloadTooLarge (decoding stops there: a decompression bomb
+    costs no more than the cap)."""
     if "chunked" in transfer.lower() and CHUNK_HEAD.match(body):
         body = dechunk(body)
     enc = content.lower().strip()
     try:
         if enc in ("gzip", "x-gzip") and body[:2] == b"\x1f\x8b":
-            body = _inflate(body, 31, cap)
-        elif enc == "deflate":
+            return _inflate(body, 31, cap)
+        if enc == "deflate":
             try:
-                body = _inflate(body, 15, cap)
+                return _inflate(body, 15, cap)
             except zlib.error:
-                body = _inflate(body, -15, cap)
-        elif enc == "br":
-            import brotli  # noqa: PLC0415 - optional; without it the body stays as stored
-            body = brotli.decompress(body)
-    except Exception:  # noqa: BLE001 - keep the stored bytes
+                return _inflate(body, -15, cap)
+        if enc == "br":
+            return _unbrotli(body, cap)
+    except (zlib.error, brotli.error):  # not so coded after all: keep the stored bytes
         pass
     return body
 
 
 def _inflate(body: bytes, wbits: int, cap: int) -> bytes:
     d = zlib.decompressobj(wbits)
-    out = d.decompress(body, cap + 1)  # a decompression bomb stops at the cap
+    return _within_cap(d.decompress(body, cap + 1), cap)
+
+
+def _unbrotli(body: bytes, cap: int) -> bytes:
+    d = brotli.Decompressor()
+    out = _within_cap(d.process(body, output_buffer_limit=cap + 1), cap)
+    if not d.is_finished():  # a cut or corrupt stream: brotli gives no error for a cut one
+        raise brotli.error("brotli stream ends early")
+    return out
+
+
+def _within_cap(out: bytes, cap: int) -> bytes:
+    if len(out) > cap:
+        raise PayloadTooLarge(f"decodes to more than {cap} bytes")
     return out
 
 

@@ -7,8 +7,9 @@ records are not documents and are not counted.
 
 Bad input never stops a file and never costs a good record: gzip members are decompressed one at
 a time (dataprep/gzip_members.py), so a corrupt member is skipped (the reader resyncs to the next
-member) and a truncated one yields the records it still holds whole; each loss is a record with a
-`drop_reason`:
+member) and a truncated one yields the records it still holds whole; a plain (uncompressed) WARC
+is framed record by record (dataprep/warc_records.py), so a damaged record is skipped and reading
+resyncs at the next record header. Each loss is a record with a `drop_reason`:
 
   corrupt_gzip   a gzip member that does not decompress (its records, when one header is legible)
   truncated      the record the file (or a gzip member) ends in the middle of
@@ -16,8 +17,10 @@ member) and a truncated one yields the records it still holds whole; each loss i
   http_status    an HTTP status other than 200
   not_html       a payload that is not HTML by its Content-Type or its first bytes (images, PDF)
   empty_body     nothing in the payload
-  too_large      a payload over the size cap (not read)
-  bad_record     a WARC/ARC record whose own header cannot be parsed
+  too_large      a payload over the size cap, as stored (not read) or once decoded (decoding
+                 stops at the cap: never a cut page)
+  bad_record     a WARC/ARC record whose own header cannot be parsed, or (plain WARC) whose
+                 length does not end it where the next record starts
 
 HTTP transfer and content encodings (chunked, gzip, deflate, br) are undone
 (dataprep/http_payload.py), each only when the body really is so encoded: crawlers (the 2008 ARC
@@ -35,12 +38,16 @@ from typing import BinaryIO, Iterator, Optional
 from fastwarc.warc import ArchiveIterator, WarcRecordType
 
 from dataprep.gzip_members import gzip_members
-from dataprep.http_payload import decode_http_body, payload_problem
+from dataprep.http_payload import PayloadTooLarge, decode_http_body, payload_problem
 from dataprep.readers import GZIP_MAGIC, file_name
 from dataprep.remote import open_input
+from dataprep.warc_records import warc_records
 
 DOC_TYPES = WarcRecordType.response | WarcRecordType.resource | WarcRecordType.conversion
 DOC_TYPE_NAMES = {b"response", b"resource", b"conversion"}
+# Every reason a record can be lost for (the module doc), listed in the extract stage's stats.
+DROP_REASONS = ("corrupt_gzip", "truncated", "bad_http", "http_status", "not_html", "empty_body", "too_large",
+                "bad_record")
 BLOCK_BYTES = 8 << 20  # whole decompressed members batched into one parse of about this size
 ARC_HEADER = re.compile(rb"^(\S+) (\S+) (\d{14}) (\S*) (\d+)\r?$")
 
@@ -71,13 +78,28 @@ def read_records(path: str | Path, max_payload_bytes: int, retries: int = 5, bac
         elif head.startswith(b"file"):  # ARC-v1 starts with its filedesc:// version block
             yield from _read_arc(f, name, max_payload_bytes)
         else:
-            yield from _read_warc(f, name, max_payload_bytes)
+            yield from _read_plain_warc(f, name, max_payload_bytes)
 
 
 def _read_gzip(f: BinaryIO, name: str, cap: int) -> Iterator[RawRecord]:
+    yield from _read_pieces(gzip_members(f), name, cap, None)
+
+
+def _read_plain_warc(f: BinaryIO, name: str, cap: int) -> Iterator[RawRecord]:
+    yield from _read_pieces(warc_records(f, cap), name, cap, False)
+
+
+# What a damaged piece of a file costs its record (gzip_members and warc_records say which).
+PIECE_REASONS = {"truncated": "truncated", "corrupt": "corrupt_gzip", "damaged": "bad_record", "large": "too_large"}
+
+
+def _read_pieces(pieces: Iterator[tuple[int, bytes, str]], name: str, cap: int, arc: bool | None) -> Iterator[RawRecord]:
+    """The records of a file's pieces (offset, bytes, status): whole ones ("ok") batched into blocks
+    of about BLOCK_BYTES for one parse each; a damaged one's records through _damaged_block. `arc`:
+    ARC or WARC, or None to tell from the first piece."""
     block: list[bytes] = []
-    size, arc = 0, None
-    for offset, data, status in gzip_members(f):
+    size = 0
+    for offset, data, status in pieces:
         if arc is None:
             arc = data.startswith(b"filedesc://")
         if status == "ok":
@@ -89,7 +111,7 @@ def _read_gzip(f: BinaryIO, name: str, cap: int) -> Iterator[RawRecord]:
             yield from _parse_block(b"".join(block), name, cap, arc)
             block, size = [], 0
         if status != "ok":
-            yield from _damaged_block(data, name, cap, arc, status, offset)
+            yield from _damaged_block(data, name, cap, arc, PIECE_REASONS[status], offset)
     if block:
         yield from _parse_block(b"".join(block), name, cap, bool(arc))
 
@@ -102,27 +124,28 @@ def _parse_block(data: bytes, name: str, cap: int, arc: bool) -> Iterator[RawRec
 WARC_START = re.compile(rb"(?:\A|\n)WARC/\d")
 
 
-def _damaged_block(data: bytes, name: str, cap: int, arc: bool, status: str, offset: int) -> Iterator[RawRecord]:
-    """The records of a truncated or corrupt gzip member: those whole come through; the one the
-    damage cut is dropped (truncated / corrupt_gzip), named by its header when that survived.
-    A damaged request / metadata / warcinfo record is no document and adds nothing."""
-    reason = "truncated" if status == "truncated" else "corrupt_gzip"
+def _damaged_block(data: bytes, name: str, cap: int, arc: bool, reason: str, offset: int) -> Iterator[RawRecord]:
+    """The records of a damaged piece (a truncated or corrupt gzip member; a damaged, truncated or
+    too large record of a plain WARC, its header only): those whole come through; the one the
+    damage cut is dropped with `reason`, named by its header when that survived. A damaged
+    request / metadata / warcinfo record is no document and adds nothing."""
     if arc:
         recs = list(_read_arc(io.BytesIO(data), name, cap))
         if recs and recs[-1].drop_reason == "truncated":
             recs[-1].drop_reason = reason
         else:
-            recs.append(RawRecord(f"{name}#gz{offset}", "", "", "html", b"", None, reason))
+            recs.append(RawRecord(f"{name}#{offset}", "", "", "html", b"", None, reason))
         yield from recs
         return
     starts = [m.end() - 6 for m in WARC_START.finditer(data)]
-    fields = _header_fields(data[starts[-1]:].split(b"\r\n\r\n", 1)[0]) if starts else {}
-    recs = list(_read_warc(io.BytesIO(data), name, cap))
+    head = data[starts[-1]:] if starts else data  # a garbled first line may still head legible fields
+    fields = _header_fields(re.split(rb"\r?\n\r?\n", head, maxsplit=1)[0])
+    recs = list(_read_warc(io.BytesIO(data), name, cap)) if starts else []
     rtype = fields.get(b"warc-type")
     if rtype is not None and rtype not in DOC_TYPE_NAMES:
         yield from recs
         return
-    rid = fields.get(b"warc-record-id", f"{name}#gz{offset}".encode()).decode("utf-8", "replace").strip("<>")
+    rid = fields.get(b"warc-record-id", f"{name}#{offset}".encode()).decode("utf-8", "replace").strip("<>")
     if recs and recs[-1].id == rid:
         recs[-1].drop_reason, recs[-1].payload = reason, b""
     else:
@@ -188,7 +211,11 @@ def _from_warc(rec, name: str, cap: int) -> RawRecord:
     r.raw_bytes = len(body)
     if rec.is_http:
         hh = rec.http_headers
-        body = decode_http_body(body, hh.get("Transfer-Encoding") or "", hh.get("Content-Encoding") or "", cap)
+        try:
+            body = decode_http_body(body, hh.get("Transfer-Encoding") or "", hh.get("Content-Encoding") or "", cap)
+        except PayloadTooLarge:
+            r.drop_reason = "too_large"
+            return r
     r.payload = body
     r.drop_reason = payload_problem(r.kind, ctype, body)
     if r.drop_reason:

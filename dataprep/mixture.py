@@ -77,8 +77,10 @@ def _field(row: dict, dotted: str):
     return row
 
 
-def read_source_file(path: Path, name: str, s: MixtureSourceConfig) -> Iterator[dict]:
+def read_source_file(path: Path, name: str, s: MixtureSourceConfig, unreadable: dict[str, int] | None = None) -> Iterator[dict]:
     """Documents of one file of source `name`; a document without text has drop_reason 'empty'.
+    JSON lines that are no documents (not UTF-8, not JSON) are counted in `unreadable` by reason
+    (dataprep/readers.py: read_jsonl).
 
     Ids are `<source>/<file>#<n>` unless the records carry their own; the url is the record's,
     else the file's (file://...#n).
@@ -102,7 +104,7 @@ def read_source_file(path: Path, name: str, s: MixtureSourceConfig) -> Iterator[
         for i, part in enumerate(split_text(text, s.split, s.chunk_chars)):
             yield doc(i, part)
     elif s.kind == "jsonl":
-        for i, row in read_jsonl(path):
+        for i, row in read_jsonl(path, unreadable):
             yield doc(i, _field(row, s.text_field), _field(row, s.id_field), _field(row, s.url_field))
     elif s.kind == "parquet":
         i = 0

@@ -7,13 +7,16 @@ import fnmatch
 import glob
 import gzip
 import json
+import logging
 import posixpath
+import zlib
 from pathlib import Path
 from typing import IO, Iterable, Iterator
 
 import fsspec
 
 GZIP_MAGIC = b"\x1f\x8b"
+log = logging.getLogger("dataprep")
 
 
 def list_inputs(folder: str, patterns: Iterable[str], key_prefix: str = "") -> list[str]:
@@ -51,26 +54,61 @@ def task_name(path: str | Path) -> str:
     return file_name(path).replace(".", "_")
 
 
-def open_text(path: str | Path) -> IO[str]:
-    """A UTF-8 text file, gzip-compressed or not (told from its first bytes, not its name)."""
+def open_binary(path: str | Path) -> IO[bytes]:
+    """A file's bytes, gzip-decompressed when it is gzip (told from its first bytes, not its name)."""
     with open(path, "rb") as f:
         compressed = f.read(2) == GZIP_MAGIC
-    return gzip.open(path, "rt", encoding="utf-8") if compressed else open(path, encoding="utf-8")
+    return gzip.open(path, "rb") if compressed else open(path, "rb")
 
 
-def read_jsonl(path: str | Path) -> Iterator[tuple[int, object]]:
-    """(line number from 0, parsed value) for each non-blank line of a JSON-lines file, .gz or not.
-    A line that is not JSON stops the read, naming the file and line: this is the one place that
-    decides what a bad line costs."""
-    with open_text(path) as f:
-        for i, line in enumerate(f):
-            if not line.strip():
+# What reading JSON lines can drop (read_jsonl).
+JSONL_DROP_REASONS = ("bad_json", "truncated")
+# Bad lines of one file named one by one in the log, then only counted.
+BAD_LINES_LOGGED = 5
+
+
+def read_jsonl(path: str | Path, dropped: dict[str, int] | None = None) -> Iterator[tuple[int, dict]]:
+    """(line number from 0, JSON object) for each non-blank line of a JSON-lines file, .gz or not.
+    This is the one place that decides what a bad line costs: a line that is not UTF-8, not JSON
+    or not a JSON object is dropped and the rest of the file read; it is logged with its file and
+    line number (the first BAD_LINES_LOGGED of a file, then a total) and counted in
+    `dropped["bad_json"]`. A gzip file that ends early or is corrupt ends the read at the damage,
+    counted as `dropped["truncated"]`: the lines before it are kept."""
+    bad = 0
+    i = -1
+    with open_binary(path) as f:
+        lines = enumerate(f)
+        while True:
+            try:
+                i, raw = next(lines)
+            except StopIteration:
+                break
+            except (EOFError, zlib.error, gzip.BadGzipFile) as e:
+                log.warning("%s: unreadable after line %d (%s); the rest of the file dropped (truncated)",
+                            path, i + 1, e)
+                _count(dropped, "truncated", 1)
+                break
+            if not raw.strip():
                 continue
             try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}, line {i + 1}: not JSON ({e})") from e
+                row = json.loads(raw.decode("utf-8-sig"))  # -sig: a byte order mark is no error
+                if not isinstance(row, dict):
+                    raise ValueError(f"a JSON {type(row).__name__}, not an object")
+            except ValueError as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+                bad += 1
+                if bad <= BAD_LINES_LOGGED:
+                    log.warning("%s, line %d: not a JSON object (%s); line dropped (bad_json)", path, i + 1, e)
+                continue
             yield i, row
+    if bad:
+        if bad > BAD_LINES_LOGGED:
+            log.warning("%s: %d bad lines dropped in all (bad_json)", path, bad)
+        _count(dropped, "bad_json", bad)
+
+
+def _count(dropped: dict[str, int] | None, reason: str, n: int) -> None:
+    if dropped is not None:
+        dropped[reason] = dropped.get(reason, 0) + n
 
 
 def list_archives(ingest) -> list[str]:

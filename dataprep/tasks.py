@@ -1,10 +1,13 @@
-"""Run a stage's tasks on Ray, skipping those that finished before.
+"""Run a stage's tasks on Ray, skipping those that finished before, as they would be made now.
 
 A task is one unit of work over one input (usually a file). When it has written its outputs
-(each by temporary name + rename) it writes a completion marker holding its statistics; a rerun
-after a crash skips every task with a marker, so only unfinished work is redone and the outputs
-end the same as an uninterrupted run's. A step the driver itself runs once (`once`) keeps its
-result in a marker the same way.
+(each by temporary name + rename) it writes a completion marker holding its statistics and the
+fingerprint of what made them (dataprep/fingerprint.py: the settings, input files and upstream
+outputs that shape them). A rerun skips every task whose marker holds the fingerprint it would
+be made with now, so after a crash only unfinished work is redone and the outputs end the same as
+an uninterrupted run's; a task made with other settings or inputs is redone (`rerun=auto`, one
+log line naming what changed) or stops the job (`rerun=strict`, an error naming it). A step the
+driver itself runs once (`once`) keeps its result in a marker the same way.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from typing import IO, Any, Callable
 import pyarrow as pa
 import ray
 
+from dataprep.config import check_rerun
+from dataprep.fingerprint import Fingerprint
 from dataprep.remote import InputUnavailable
 
 log = logging.getLogger("dataprep")
@@ -67,13 +72,16 @@ def arrow_worker_memory() -> None:
         pa.jemalloc_set_decay_ms(0)
 
 
-def _run_and_mark(fn: Callable[..., dict], marker: str, args: tuple) -> dict:
+FINGERPRINT_KEY = "_fingerprint"  # where a marker keeps its fingerprint, beside the task's statistics
+
+
+def _run_and_mark(fn: Callable[..., dict], marker: str, fingerprint: dict, args: tuple) -> dict:
     arrow_worker_memory()
     try:
         stats = fn(*args)
     except InputUnavailable as e:  # its input could not be read: no marker, a rerun tries again
         return {FAILED: str(e)}
-    write_json(Path(marker), stats)
+    write_json(Path(marker), {**stats, FINGERPRINT_KEY: fingerprint})
     return stats
 
 
@@ -92,14 +100,65 @@ def marker_path(stage_dir: str | Path, task: str) -> Path:
     return Path(stage_dir) / "_done" / f"{task}.json"
 
 
-def once(marker: Path, step: Callable[[], dict]) -> dict:
+class RerunMismatch(ValueError):
+    """rerun=strict, and finished work was made with other settings or inputs than the job's."""
+
+
+class Reruns:
+    """What a rerun does with finished tasks whose markers hold another fingerprint than the one
+    they would be made with now. `auto`: redo them (and so everything made from them, whose
+    upstream digests change in turn), saying once which stage and which keys changed; `strict`:
+    stop, naming them. One per job, shared by its stages."""
+
+    def __init__(self, mode: str = "auto"):
+        check_rerun(mode)
+        self.mode = mode
+        self._said: set[tuple[str, ...]] = set()
+
+    def finished(self, stage: str, where: Path, markers: dict[str, tuple[Path, Fingerprint]]) -> dict[str, dict]:
+        """The statistics of the tasks in `markers` (task -> its marker and fingerprint now) that
+        finished as they would be made now; the others are to run."""
+        done: dict[str, dict] = {}
+        stale: dict[str, list[str]] = {}
+        for name, (marker, fingerprint) in markers.items():
+            if not marker.is_file():
+                continue
+            stats = json.loads(marker.read_text())
+            before = stats.pop(FINGERPRINT_KEY, None)
+            if before is not None and before.get("digest") == fingerprint.digest:
+                done[name] = stats
+            else:
+                stale[name] = fingerprint.changes(before)
+        if stale:
+            self._changed(stage, where, len(stale), len(markers), [c for cs in stale.values() for c in cs])
+        return done
+
+    def _changed(self, stage: str, where: Path, n: int, total: int, changes: list[str]) -> None:
+        changes = list(dict.fromkeys(changes))  # in order, once each
+        shown = ", ".join(changes[:8]) + (f", and {len(changes) - 8} more" if len(changes) > 8 else "")
+        if self.mode == "strict":
+            raise RerunMismatch(
+                f"rerun=strict: {n} of {total} finished [{stage}] tasks in {where} were made with other "
+                f"settings or inputs ({shown}). Run again with those settings, with rerun=auto to redo "
+                f"what they shape, or with another output_dir")
+        own = tuple(c for c in changes if not c.endswith("(redone upstream)"))
+        if own and own not in self._said:  # a change upstream was said where it happened
+            self._said.add(own)
+            log.info("[%s] %d/%d tasks were made with other settings or inputs (%s): redoing them and "
+                     "everything made from them", stage, n, total, shown)
+
+
+def once(marker: Path, step: Callable[[], dict], fingerprint: Fingerprint, reruns: Reruns, stage: str) -> dict:
     """A step the driver runs once (training the quality classifier, making the tokenizer): the
-    first run calls step() and keeps what it returns (JSON) in `marker`, written last; a rerun
-    reads the marker and skips the step."""
-    if marker.is_file():
-        return json.loads(marker.read_text())
+    first run calls step() and keeps what it returns (JSON) in `marker`, written last, with the
+    step's fingerprint; a rerun reads the marker and skips the step, unless it was made otherwise
+    (Reruns)."""
+    done = reruns.finished(stage, marker.parent.parent, {marker.stem: (marker, fingerprint)})
+    if done:
+        log.info("[%s] %s already done, skipped", stage, marker.stem)
+        return done[marker.stem]
     result = step()
-    write_json(marker, result)
+    write_json(marker, {**result, FINGERPRINT_KEY: fingerprint.to_json()})
     return result
 
 
@@ -120,23 +179,24 @@ def _log_above(bar):
 
 
 class TaskRunner:
-    def __init__(self, stage: str, stage_dir: Path):
+    def __init__(self, stage: str, stage_dir: Path, reruns: Reruns | None = None):
         self.stage = stage
         self.stage_dir = Path(stage_dir)
+        self.reruns = reruns or Reruns()
 
     def marker(self, task: str) -> Path:
         return marker_path(self.stage_dir, task)
 
-    def run(self, fn: Callable[..., dict], tasks: dict[str, tuple]) -> dict[str, dict]:
-        """Run fn(*args) for each task not yet done; returns every task's statistics."""
-        results: dict[str, dict] = {}
+    def run(self, fn: Callable[..., dict], tasks: dict[str, tuple],
+            fingerprints: Fingerprint | dict[str, Fingerprint]) -> dict[str, dict]:
+        """Run fn(*args) for each task not done as `fingerprints` (one for all tasks, or one each)
+        say it would be made now; returns every task's statistics."""
+        fps = fingerprints if isinstance(fingerprints, dict) else dict.fromkeys(tasks, fingerprints)
+        results = self.reruns.finished(self.stage, self.stage_dir, {n: (self.marker(n), fps[n]) for n in tasks})
         pending: dict[Any, str] = {}
         for name, args in tasks.items():
-            marker = self.marker(name)
-            if marker.is_file():
-                results[name] = json.loads(marker.read_text())
-            else:
-                pending[_remote.remote(fn, str(marker), args)] = name
+            if name not in results:
+                pending[_remote.remote(fn, str(self.marker(name)), fps[name].to_json(), args)] = name
         if len(results):
             log.info("[%s] %d/%d tasks already done, skipped", self.stage, len(results), len(tasks))
         start, docs, last_report = time.perf_counter(), 0, 0.0

@@ -1,3 +1,5 @@
+import gzip
+import json
 import os
 import subprocess
 import sys
@@ -20,6 +22,17 @@ def run_module(module: str, *overrides: str, timeout: int = 600, check: bool = T
     if check and proc.returncode != 0:
         raise AssertionError(f"{module} {overrides} exited {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
     return proc
+
+
+def damaged_jsonl(shared_data, folder):
+    """A real JSON-lines sample with a line cut short, a non-UTF-8 line and a JSON value that is no
+    object planted among its documents; returns the path and the sample's own rows."""
+    lines = gzip.decompress((shared_data / "text" / "dolma_cc_en_head-0091.jsonl.gz").read_bytes()).splitlines(keepends=True)
+    rows = [json.loads(line) for line in lines]
+    planted = lines[:3] + [lines[3][:40] + b"\n", b'{"id": "x", "text": "caf\xe9"}\n', b"[1, 2]\n"] + lines[3:]
+    path = folder / "damaged.jsonl.gz"
+    path.write_bytes(gzip.compress(b"".join(planted)))
+    return path, rows
 
 
 @pytest.fixture(scope="session")

@@ -26,6 +26,7 @@ from dataprep import dedup, shingling
 from dataprep.config import SHINGLE_HASHES, DedupConfig
 from dataprep.dedup_components import connected_components
 from dataprep.dedup_stages import BAND_RECORD_BYTES, Deduplicator
+from dataprep.tasks import RerunMismatch, Reruns
 
 WORD = re.compile(r"\w+")
 NGRAM = 5
@@ -134,10 +135,10 @@ def pairs():
     return near_duplicate_pairs()
 
 
-def run_dedup(work: Path, docs: dict[str, str], cfg: DedupConfig) -> dict:
+def run_dedup(work: Path, docs: dict[str, str], cfg: DedupConfig, reruns: Reruns | None = None) -> dict:
     out = {n: str(work / "out" / f"{n}.parquet") for n in docs}
     dropped = {n: str(work / "out" / "dropped" / f"{n}.parquet") for n in docs}
-    return Deduplicator(cfg, work / "work").run(docs, out, dropped)
+    return Deduplicator(cfg, work / "work", reruns=reruns).run(docs, out, dropped)
 
 
 def survivors(out_dir: Path) -> dict[str, str]:
@@ -370,8 +371,38 @@ def test_rerun_redoes_only_deleted_tasks_and_ends_identical(tmp_path, ray_local)
     for marker, mtime in markers.items():
         assert (marker.stat().st_mtime_ns != mtime) == (marker in redo), marker
 
-    with pytest.raises(ValueError, match="threshold"):  # other settings never mix with these files
-        Deduplicator(DedupConfig(memory_budget_mb=budget / 2**20, threshold=0.7), work).layout(list(docs.values()))
+    # Other settings never mix with these files: strict stops before any work, naming the key ...
+    with pytest.raises(RerunMismatch, match=r"dedup\.threshold: 0\.8 -> 0\.7"):
+        run_dedup(tmp_path, docs, DedupConfig(memory_budget_mb=budget / 2**20, threshold=0.7), Reruns("strict"))
+    assert snapshot(tmp_path) == before
+    # ... and a budget that gives the same partitions redoes nothing: it shapes no decision
+    markers = {p: p.stat().st_mtime_ns for p in work.rglob("_done/*.json")}
+    run_dedup(tmp_path, docs, DedupConfig(memory_budget_mb=1.1 * budget / 2**20), Reruns("strict"))
+    assert {p: p.stat().st_mtime_ns for p in work.rglob("_done/*.json")} == markers
+
+
+def test_every_duplicate_of_names_a_kept_document(tmp_path, ray_local):
+    """Planted chains: x is an exact copy of s (lower quality: s survives the exact stage), t a
+    near copy of s (higher quality: s is then dropped as a near duplicate of t). x must name t,
+    the document that is kept, not s; across files and partitions."""
+    texts = independent([t for t in crawl_texts() if len(t.split()) >= 200])[:12]
+    rows: dict[str, list[tuple[str, str, float]]] = {"f0": [], "f1": [], "f2": []}
+    for i, text in enumerate(texts):
+        words = text.split()
+        words[len(words) // 2] = "changed"
+        rows[f"f{i % 3}"].append((f"s{i:02d}", text, 0.5))
+        rows[f"f{(i + 1) % 3}"].append((f"x{i:02d}", "  " + text.upper(), 0.1))
+        rows[f"f{(i + 2) % 3}"].append((f"t{i:02d}", " ".join(words), 0.9))
+        rows["f0"].append((f"k{i:02d}", texts[(i + 5) % len(texts)] + " unrelated tail " * 50, 0.3))  # filler
+    docs = {n: write_docs(tmp_path / "in" / f"{n}.parquet", [r[0] for r in rs], [r[1] for r in rs],
+                          quality_score=[r[2] for r in rs]) for n, rs in rows.items()}
+    stats = run_dedup(tmp_path, docs, DedupConfig(partitions=3))
+    kept = {d for n in docs for d in pq.read_table(tmp_path / "out" / f"{n}.parquet")["id"].to_pylist()}
+    dropped = survivors(tmp_path / "out")
+    assert all(survivor in kept for survivor in dropped.values()), dropped
+    for i in range(len(texts)):
+        assert dropped[f"s{i:02d}"] == dropped[f"x{i:02d}"] == f"t{i:02d}" and f"t{i:02d}" in kept
+    assert stats["exact_duplicates_of_near_duplicates"] == len(texts)
 
 
 def test_partitions_and_budget_never_change_decisions(tmp_path, ray_local):
@@ -419,8 +450,9 @@ def test_standalone_command_on_jsonl_and_parquet(tmp_path):
     folder.mkdir()
     with gzip.open(folder / "a.jsonl.gz", "wt", encoding="utf-8") as f:
         f.writelines(json.dumps(r) + "\n" for r in rows)
-    (folder / "b.jsonl").write_text("".join(json.dumps({"id": f"b{i:02d}", "text": t}) + "\n"
-                                            for i, t in enumerate(texts[20:30])))
+    b = [json.dumps({"id": f"b{i:02d}", "text": t}).encode() + b"\n" for i, t in enumerate(texts[20:30])]
+    b[4:4] = [b'{"id": "b98", "text": "cut sh\n', b'{"id": "b99", "text": "caf\xe9"}\n']  # not JSON, not UTF-8
+    (folder / "b.jsonl").write_bytes(b"".join(b))
     write_docs(folder / "c.parquet", ["c00", "c01"], [texts[25], texts[30]], url=["x", "y"])  # c00 = b05
     (folder / "notes.txt").write_text("not a document file")
     out = tmp_path / "out"
@@ -432,7 +464,9 @@ def test_standalone_command_on_jsonl_and_parquet(tmp_path):
     assert dropped == {"a03": "a90", "a91": "a07", "c00": "b05"}
     a = pq.read_table(out / "documents" / "a_jsonl_gz.parquet")
     assert set(a.column_names) == {"id", "text", "url", "quality_score"} and len(a) == 20
-    stats = json.loads((out / "stats.json").read_text())["stages"]["dedup"]
+    stages = json.loads((out / "stats.json").read_text())["stages"]
+    assert (stages["input"]["docs_in"], stages["input"]["dropped"]) == (22 + 10 + 2, {"bad_json": 2, "truncated": 0})
+    stats = stages["dedup"]
     assert (stats["docs_in"], stats["docs_out"], stats["exact_duplicates"], stats["near_duplicates"],
             stats["clusters"], stats["largest_cluster"]) == (34, 31, 2, 1, 1, 2)
     assert (stats["exact_group_sizes"], stats["cluster_sizes"]) == ({"2": 2}, {"2": 1})

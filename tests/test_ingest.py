@@ -2,15 +2,18 @@
 spliced): bad input is counted by reason and never costs the good records around it."""
 
 import gzip
+import io
+import re
 import zlib
 from collections import Counter
 
+import brotli
 import fsspec
 import pytest
 from fastwarc.warc import ArchiveIterator
 
 from conftest import SHARED_DATA
-from dataprep import extract, gzip_members, ingest
+from dataprep import extract, gzip_members, ingest, warc_records
 from dataprep.ingest import DOC_TYPES, read_records
 from dataprep.readers import list_inputs
 
@@ -50,6 +53,7 @@ def buffers(request, monkeypatch):
         monkeypatch.setattr(gzip_members, "READ_CHUNK", 1000)
         monkeypatch.setattr(gzip_members, "FEED_CHUNK", 97)
         monkeypatch.setattr(ingest, "BLOCK_BYTES", 5000)
+        monkeypatch.setattr(warc_records, "READ_CHUNK", 1000)
 
 
 @pytest.fixture(scope="module")
@@ -167,6 +171,112 @@ def test_malformed_http_and_empty_body_are_counted_not_fatal(tmp_path, good):
         return b"\r\n".join(lines) + b"\r\n\r\n" + http_head + b"\r\n\r\n"
     recs = _rewrite_member(tmp_path, data, i, empty)
     assert recs[3].drop_reason == "empty_body" and sum(r.drop_reason is None for r in recs) == 15
+
+
+def _recoded(member: bytes, encoding: str, encode) -> bytes:
+    """A response record whose body is stored encoded (`encode`) under `Content-Encoding: <encoding>`,
+    its HTTP and WARC lengths made to fit."""
+    warc_head, http = member.split(b"\r\n\r\n", 1)
+    http_head, body = http.split(b"\r\n\r\n", 1)
+    body = encode(body.rstrip(b"\r\n"))
+    lines = [ln for ln in http_head.split(b"\r\n") if not ln.lower().startswith((b"content-length:", b"content-encoding:"))]
+    http = b"\r\n".join(lines + [b"Content-Encoding: " + encoding.encode(), b"Content-Length: %d" % len(body)]) + b"\r\n\r\n" + body
+    warc = [ln if not ln.startswith(b"Content-Length:") else b"Content-Length: %d" % len(http) for ln in warc_head.split(b"\r\n")]
+    return b"\r\n".join(warc) + b"\r\n\r\n" + http + b"\r\n\r\n"
+
+
+def test_brotli_bodies_are_decoded(tmp_path, good):
+    data = PER_RECORD.read_bytes()
+    i = response_members(data)[2]
+    recs = _rewrite_member(tmp_path, data, i, lambda b: _recoded(b, "br", brotli.compress))
+    assert recs[2].drop_reason is None and recs[2].payload == good[2].payload  # the page, not brotli bytes
+    # stored already decoded under its original header (as crawlers do): kept as stored
+    recs = _rewrite_member(tmp_path, data, i, lambda b: _recoded(b, "br", lambda body: body))
+    assert recs[2].payload == good[2].payload
+    assert [r.payload for r in recs if r.id != recs[2].id] == [r.payload for r in good if r.id != good[2].id]
+
+
+def test_a_body_over_the_cap_once_decoded_is_dropped_not_cut(tmp_path, good):
+    data = PER_RECORD.read_bytes()
+    i = response_members(data)[2]
+    size = len(good[2].payload)
+    for encoding, encode in (("gzip", gzip.compress), ("deflate", zlib.compress), ("br", brotli.compress)):
+        stored = _recoded(gzip.decompress(members(data)[i]), encoding, encode)
+        cap = len(stored) + 100  # the stored record fits; the decoded page does not
+        assert cap < size
+        recs = _rewrite_member(tmp_path, data, i, lambda b: stored)
+        assert recs[2].drop_reason is None and recs[2].payload == good[2].payload  # under the default cap
+        capped = records(tmp_path / "edited.warc.gz", cap=cap)
+        assert capped[2].drop_reason == "too_large" and capped[2].payload == b"", encoding
+        assert capped[2].id == good[2].id
+
+
+def plain_data(edit=lambda data, starts: data) -> bytes:
+    """The records of the per-record sample as one uncompressed WARC, edited by edit(data, the
+    offsets of the records' headers)."""
+    data = b"".join(gzip.decompress(m) for m in members(PER_RECORD.read_bytes()))
+    return edit(data, [m.start() for m in re.finditer(rb"WARC/1\.\d\r\n", data)])
+
+
+VICTIM = response_members(PER_RECORD.read_bytes())[7]  # the record of the 8th response: good[7]
+DAMAGE = {
+    "garbled version line": lambda d, s: d[:s[VICTIM]] + b"WXRC/1.0" + d[s[VICTIM] + 8:],
+    "length too long": lambda d, s: d[:s[VICTIM]] + d[s[VICTIM]:].replace(b"Content-Length: ", b"Content-Length: 9", 1),
+    "bytes lost": lambda d, s: d[:s[VICTIM] + 900] + d[s[VICTIM] + 1300:],
+    "length beyond the end": lambda d, s: d[:s[VICTIM]] + d[s[VICTIM]:].replace(b"Content-Length: ", b"Content-Length: 99999999", 1),
+}
+
+
+def plain_warc(tmp_path, edit=lambda data, starts: data) -> list:
+    path = tmp_path / "plain.warc"
+    path.write_bytes(plain_data(edit))
+    return records(path)
+
+
+def test_a_damaged_record_of_a_plain_warc_costs_only_itself(tmp_path, good):
+    assert [r.payload for r in plain_warc(tmp_path)] == [r.payload for r in good]
+    capped = records(tmp_path / "plain.warc", cap=20_000)  # over the cap: not read, counted alike
+    assert [(r.id, r.drop_reason) for r in capped] == [(r.id, r.drop_reason) for r in records(PER_RECORD, cap=20_000)]
+    for what, edit in DAMAGE.items():
+        recs = plain_warc(tmp_path, edit)
+        assert Counter(r.drop_reason for r in recs) == {None: 15, "bad_record": 1}, what
+        assert [r.payload for r in recs if r.drop_reason is None] == [r.payload for k, r in enumerate(good) if k != 7], what
+        assert next(r for r in recs if r.drop_reason).id == good[7].id, what  # named by its header
+    junk = plain_warc(tmp_path, lambda d, s: d[:s[VICTIM]] + b"\x00 junk between records \xff\r\n\r\n" + d[s[VICTIM]:])
+    assert [r.payload for r in junk if r.drop_reason is None] == [r.payload for r in good]
+    assert Counter(r.drop_reason for r in junk) == {None: 16, "bad_record": 1}
+    cut = plain_warc(tmp_path, lambda d, s: d[:s[VICTIM] + 2000])
+    assert [r.drop_reason for r in cut] == [None] * 7 + ["truncated"] and cut[7].id == good[7].id
+
+
+class OneWayStream(io.RawIOBase):
+    """Bytes that can be read front to back only, as an http(s) input is (dataprep/remote.py)."""
+
+    def __init__(self, data: bytes):
+        self.data, self.pos = data, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        n = min(len(buffer), len(self.data) - self.pos)
+        buffer[:n] = self.data[self.pos:self.pos + n]
+        self.pos += n
+        return n
+
+
+def test_a_plain_warc_read_as_a_stream_is_framed_the_same():
+    """Read front to back (an http(s) input cannot seek), the framing finds what it finds in a
+    seekable file, damage over the size cap included (the file goes back into the span a wrong
+    length claimed; the stream holds that span's start, up to the cap)."""
+    frame = lambda data, stream, cap: [(o, s) for o, _, s in warc_records.warc_records(  # noqa: E731
+        io.BufferedReader(OneWayStream(data)) if stream else io.BytesIO(data), cap)]
+    for what, edit in {"whole": lambda d, s: d, **DAMAGE}.items():
+        data = plain_data(edit)
+        for cap in (CAP, 20_000):  # the damaged record under the cap, and over it
+            on_file = frame(data, False, cap)
+            assert frame(data, True, cap) == on_file, (what, cap)
+            assert Counter(s for _, s in on_file)["damaged"] == (what != "whole"), (what, cap)
 
 
 def test_size_cap_and_non_html(good):

@@ -11,9 +11,10 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from conftest import REPO, run_module
+from conftest import REPO, damaged_jsonl, run_module
 from dataprep import mixture
 from dataprep.config import DataprepConfig, MixtureConfig, MixtureSourceConfig, register
+from dataprep.stages.sources import source_task
 from dataprep.verify import verify
 
 register()
@@ -178,6 +179,14 @@ def test_jsonl_sources_with_nested_fields(shared_data):
     docs = list(mixture.read_source_file(shared_data / "text" / "olmo_c4-sample.01.json.gz", "c4", c4))
     assert len(docs) == 10 and docs[3]["id"] == "c4/olmo_c4-sample.01.json.gz#3"
     assert all(d["url"].startswith("http") for d in docs)
+
+
+def test_a_bad_json_line_is_dropped_and_counted_not_fatal(shared_data, tmp_path):
+    path, rows = damaged_jsonl(shared_data, tmp_path)
+    kept, dropped = tmp_path / "kept.parquet", tmp_path / "dropped.parquet"
+    stats = source_task(str(path), "web", MixtureSourceConfig(kind="jsonl"), str(kept), str(dropped))
+    assert (stats["docs_in"], stats["docs_out"], stats["dropped"]) == (len(rows) + 3, len(rows), {"bad_json": 3, "empty": 0, "truncated": 0})
+    assert [d["text"] for d in pq.read_table(kept).to_pylist()] == [r["text"] for r in rows]
 
 
 # --- the demo mixture (the corpus job's default config) ---------------------------------------------

@@ -1,15 +1,26 @@
 """The corpus job end to end on the real sample WARCs."""
 
 import json
+import logging
+import re
 import shutil
 from collections import Counter
 
 import pyarrow.parquet as pq
+import pytest
+import ray
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 from tokenizers import Tokenizer
 
-from conftest import run_module
+from conftest import REPO, SHARED_DATA, run_module
+from dataprep import pipeline
+from dataprep.config import register
 from dataprep.dedup import normalize
 from dataprep.shards import IndexedShard, sha256_file
+from dataprep.tasks import RerunMismatch
+
+register()
 
 STAGES = ["extract", "language", "filter", "quality", "dedup", "decontam", "tokenize"]
 CRAWL_CHAIN = STAGES[:5]  # each of these reads the one before
@@ -60,6 +71,8 @@ def test_stats_account_for_every_document(corpus):
     for sizes, dropped in (("exact_group_sizes", "exact_duplicates"), ("cluster_sizes", "near_duplicates")):
         # a group of k documents keeps one: k - 1 duplicates
         assert sum((int(k) - 1) * n for k, n in stages["dedup"][sizes].items()) == stages["dedup"][dropped]
+    # reasons the sample never gives are still listed, so a reader sees the checks ran
+    assert stages["extract"]["dropped"]["too_large"] == 0 and stats["sources"]["webtext"]["dropped"]["bad_json"] == 0
     assert manifest["total_documents"] == stats["documents"] == sum(s["documents"] for s in manifest["sources"].values())
 
 
@@ -153,6 +166,59 @@ def test_rerun_redoes_only_unfinished_tasks_and_ends_identical(corpus, tmp_path)
     assert f"[sources] {n - 1}/{n} tasks already done" in proc.stdout
     assert f"[decontam] {len(cleaned) - 1}/{len(cleaned)} tasks already done" in proc.stdout
     assert {p.name: sha256_file(p) for p in copy.glob("shard_*")} == before
+
+
+@pytest.fixture
+def ray_here():
+    """A local Ray in this process, so that the job runs here (its Ray session uses this one)."""
+    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=128 * 2**20,
+             logging_level=logging.WARNING)
+    yield
+    ray.shutdown()
+
+
+def job_config(*overrides: str):
+    """The corpus job's config as `python -m dataprep <overrides>` composes it (conftest's data)."""
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
+        return OmegaConf.to_object(compose(config_name="dataprep", overrides=[f"shared_data={SHARED_DATA}", *overrides]))
+
+
+def test_a_rerun_skips_what_is_unchanged_and_redoes_what_a_changed_setting_shapes(corpus, tmp_path, ray_here, caplog):
+    out = tmp_path / "corpus"
+    shutil.copytree(corpus, out)
+    job = [f"output_dir={out}", "shards.shard_tokens=200000"]
+    before = json.loads((out / "stats.json").read_text())["stages"]
+    markers = lambda: {p.relative_to(out): p.stat().st_mtime_ns for p in out.rglob("_done/*.json")}  # noqa: E731
+    made = markers()
+
+    # Nothing changed (and the output folder moved): every task and driver step is skipped.
+    with caplog.at_level(logging.INFO, logger="dataprep"):
+        pipeline.run(job_config(*job))
+    assert "tasks done" not in caplog.text and "other settings" not in caplog.text
+    for stage in ("extract", "quality", "exact_hash", "minhash", "lsh", "clusters", "resolve", "filter", "sources", "tokenize"):
+        assert re.search(rf"\[{stage}\] (\d+)/\1 tasks already done, skipped", caplog.text), stage
+    assert "[quality] model already done, skipped" in caplog.text and "[tokenize] tokenizer already done" in caplog.text
+    assert markers() == made
+
+    # rerun=strict and another filters.min_chars: the job stops before any work, naming the key.
+    with pytest.raises(RerunMismatch, match=r"\[extract\] tasks .* \(filters\.min_chars: 200 -> 1000\)"):
+        pipeline.run(job_config(*job, "rerun=strict", "filters.min_chars=1000"))
+    assert markers() == made
+
+    # rerun=auto (the default): the filters run again, and every stage after them; one line says so.
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="dataprep"):
+        after = pipeline.run(job_config(*job, "filters.min_chars=1000"))["stages"]
+    said = [r.getMessage() for r in caplog.records if "other settings" in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith("[extract] 9/9 tasks were made with other settings or inputs "
+                                                 "(filters.min_chars: 200 -> 1000)")
+    assert after["filter"]["dropped"]["too_short"] > before["filter"]["dropped"]["too_short"]
+    assert after["filter"]["docs_out"] < before["filter"]["docs_out"]
+    assert after["dedup"]["docs_in"] == after["quality"]["docs_out"] < before["quality"]["docs_out"]
+    assert {k: after["extract"][k] for k in ("docs_in", "docs_out", "dropped")} == \
+        {k: before["extract"][k] for k in ("docs_in", "docs_out", "dropped")}  # what the filters do not shape
+    remade = {str(p.parent.parent) for p, mtime in markers().items() if mtime != made.get(p)}
+    assert {"extract", "quality", "dedup", "tokenize"} <= remade and "sources" not in remade
 
 
 def test_missing_input_folder_is_a_clear_error(tmp_path):

@@ -6,32 +6,45 @@ import json
 import numpy as np
 import pytest
 
-from conftest import SHARED_DATA
+from conftest import SHARED_DATA, damaged_jsonl
 from dataprep import quality
+from dataprep.readers import read_jsonl
+
+
+def examples():
+    """Positives: book and Wikipedia chunks; negatives: a CC-MAIN extract's documents, keyed by
+    their ids (as crawl documents are)."""
+    positives = list(quality.reference_documents(
+        [str(SHARED_DATA / "reference" / "gutenberg_*.txt"), str(SHARED_DATA / "reference" / "wikitext-2_valid.txt")],
+        3000))[::3]
+    path = SHARED_DATA / "text" / "dolma_CC-MAIN-20190717121559-20190717143559-00140.jsonl.gz"
+    negatives = [(row["id"], row["text"]) for _, row in read_jsonl(path)]
+    return positives, negatives
+
+
+FEATURES = quality.FeatureSettings(hash_bits=16)
 
 
 @pytest.fixture(scope="module")
 def model():
-    positives = list(quality.reference_documents(
-        [str(SHARED_DATA / "reference" / "gutenberg_*.txt"), str(SHARED_DATA / "reference" / "wikitext-2_valid.txt")],
-        3000))[::3]
-    negatives = list(quality.jsonl_documents([str(SHARED_DATA / "text" / "dolma_CC-MAIN-*.jsonl.gz")]))
-    return quality.train(positives, negatives, quality.FeatureSettings(hash_bits=16), seed=3)
+    return quality.train(*examples(), FEATURES, seed=3)
 
 
 def test_reference_documents_lose_gutenberg_header_and_wikitext_markup():
-    docs = list(quality.reference_documents([str(SHARED_DATA / "reference" / "gutenberg_1342_pride_and_prejudice.txt")], 3000))
+    docs = [t for _, t in quality.reference_documents([str(SHARED_DATA / "reference" / "gutenberg_1342_pride_and_prejudice.txt")], 3000)]
     assert len(docs) > 200 and all(len(d) < 4000 for d in docs)
     text = "\n".join(docs)
     assert "It is a truth universally acknowledged" in docs[0] or "It is a truth universally acknowledged" in docs[1]
     assert "Project Gutenberg" not in text[:2000] and "Project Gutenberg" not in text[-5000:]
-    wiki = list(quality.reference_documents([str(SHARED_DATA / "reference" / "wikitext-2_valid.txt")], 3000))
+    wiki = [t for _, t in quality.reference_documents([str(SHARED_DATA / "reference" / "wikitext-2_valid.txt")], 3000)]
     assert not any(" @-@ " in d for d in wiki)
 
 
 def test_heldout_evaluation_is_reported(model):
     info = model.info
-    assert info["heldout"] > 100 and info["train"] > 4 * info["heldout"] * 0.9
+    assert model.folds == info["folds"] == 5
+    # every example is held out once, by the fold model that did not train on it
+    assert info["trained_positives"] == info["positives"] > 300 and info["trained_negatives"] == info["negatives"] > 600
     for key in ("precision", "recall", "f1", "roc_auc"):
         assert 0.85 < info[key] <= 1.0, (key, info)
     # scores rank clean prose above boilerplate crawl text
@@ -41,6 +54,57 @@ def test_heldout_evaluation_is_reported(model):
     assert s.dtype == np.float32 and s[0] > s[1]
 
 
+def test_a_documents_score_depends_only_on_the_training_data_outside_its_fold(model):
+    """The property: a crawl document of fold j is scored by fold model j, trained on the examples
+    outside fold j, as a set. So altering or removing the other documents of its fold, and reading
+    the training data in another order, leave its score bit for bit as it was; documents of the
+    other folds, whose models did train on what changed, score differently."""
+    positives, negatives = examples()
+    fold = lambda key: quality.fold_of(key, 5, 3)  # noqa: E731
+    scored = [(k, t) for k, t in negatives if fold(k) == 0][::2]
+    keep = {k for k, _ in scored}
+    others = [(k, t) for k, t in negatives if fold(k) != 0]
+    before = model.score_held_out([k for k, _ in scored], [t for _, t in scored])
+
+    # Fold 0 changed around the scored documents: half its other documents gone, the rest rewritten
+    # (a reference chunk's text in place of theirs); every example fed in reverse order.
+    in_fold = [(k, t) for k, t in negatives if fold(k) == 0 and k not in keep]
+    rewritten = [(k, positives[i][1]) for i, (k, _) in enumerate(in_fold[::2])]
+    pos_changed = [(k, t) for i, (k, t) in enumerate(positives) if fold(k) != 0 or i % 2]
+    changed = quality.train(pos_changed[::-1], (scored + rewritten + others)[::-1], FEATURES, seed=3)
+    after = changed.score_held_out([k for k, _ in scored], [t for _, t in scored])
+    assert np.array_equal(before, after)
+    assert np.array_equal(model.weights[0], changed.weights[0])
+    elsewhere = others[:50]
+    assert not np.array_equal(model.score_held_out(*zip(*elsewhere)), changed.score_held_out(*zip(*elsewhere)))
+    # What cross-fitting avoids: the fold models that trained on these crawl negatives score them
+    # lower than the one that did not.
+    in_sample = quality.QualityModel(model.weights[1:], model.bias[1:], FEATURES).score([t for _, t in scored])
+    assert np.mean(in_sample) < np.mean(before)
+
+
+def test_the_training_set_is_a_bounded_sample_that_no_order_changes():
+    positives, negatives = examples()
+    small = quality.train(positives, negatives, FEATURES, max_train_docs=100, seed=3)
+    assert small.info["positives"] == len(positives) and small.info["negatives"] == len(negatives)
+    assert small.info["trained_positives"] <= 100 and small.info["trained_negatives"] <= 100
+    assert small.info["trained_negatives"] >= 90  # 20 per fold, as the folds hold far more
+    reordered = quality.train(positives[::-1], negatives[::-1], FEATURES, max_train_docs=100, seed=3)
+    assert np.array_equal(small.weights, reordered.weights) and small.info == reordered.info
+    sample = quality.FoldSample(5, 100, 3, 20_000)
+    for key, text in negatives:
+        sample.offer(key, text)
+    kept = sample.examples()
+    assert {k for k, _, _ in kept} < {k for k, _ in negatives} and all(f == quality.fold_of(k, 5, 3) for k, _, f in kept)
+
+
+def test_bad_lines_in_negative_files_are_counted_not_fatal(tmp_path, shared_data):
+    path, rows = damaged_jsonl(shared_data, tmp_path)
+    dropped = {}
+    got = list(quality.jsonl_documents([str(path)], dropped))
+    assert [t for _, t in got] == [r["text"] for r in rows] and dropped == {"bad_json": 3}
+
+
 def test_model_file_is_safetensors_and_round_trips(model, tmp_path):
     path = tmp_path / "model.safetensors"
     model.save(path)
@@ -48,6 +112,7 @@ def test_model_file_is_safetensors_and_round_trips(model, tmp_path):
     header = json.loads(raw[8:8 + int.from_bytes(raw[:8], "little")])
     assert set(header) == {"weights", "__metadata__"}  # tensors + strings: nothing to execute
     assert json.loads(header["__metadata__"]["ccpretrain"])["features"]["hash_bits"] == 16
+    assert model.weights.shape == (5, 2**16)  # one weight vector per fold
     model.save(tmp_path / "again.safetensors")
     assert (tmp_path / "again.safetensors").read_bytes() == raw  # a rerun writes the same bytes
     loaded = quality.load(path)

@@ -7,7 +7,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from dataprep.documents import DocumentSorter, new_document
-from dataprep.tasks import once
+from dataprep.fingerprint import Fingerprint
+from dataprep.tasks import RerunMismatch, Reruns, once
 
 
 def test_sorter_counts_every_document_once_and_writes_both_files(tmp_path):
@@ -42,6 +43,12 @@ def test_once_runs_a_step_once_and_keeps_its_result(tmp_path):
     calls = []
     step = lambda: calls.append(1) or {"how": "made", "n": len(calls)}  # noqa: E731
     marker = tmp_path / "_done" / "step.json"
-    assert once(marker, step) == {"how": "made", "n": 1}
-    assert once(marker, step) == {"how": "made", "n": 1} and calls == [1]
-    assert json.loads(marker.read_text()) == {"how": "made", "n": 1}
+    made_as = Fingerprint({"step.size": 1})
+    assert once(marker, step, made_as, Reruns(), "step") == {"how": "made", "n": 1}
+    assert once(marker, step, made_as, Reruns(), "step") == {"how": "made", "n": 1} and calls == [1]
+    stored = json.loads(marker.read_text())
+    assert stored["how"] == "made" and stored["_fingerprint"]["settings"] == {"step.size": 1}
+    # made with another setting: strict stops, naming it; auto runs the step again
+    with pytest.raises(RerunMismatch, match=r"step\.size: 1 -> 2"):
+        once(marker, step, Fingerprint({"step.size": 2}), Reruns("strict"), "step")
+    assert once(marker, step, Fingerprint({"step.size": 2}), Reruns(), "step") == {"how": "made", "n": 2}

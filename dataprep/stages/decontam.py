@@ -20,6 +20,7 @@ from dataprep import mixture
 from dataprep.config import DecontamConfig
 from dataprep.decontam import EvalIndex, build_index
 from dataprep.documents import DocumentSorter, open_parquet
+from dataprep.fingerprint import Fingerprint, config_items, files_identity
 from dataprep.layout import CorpusLayout
 from dataprep.readers import glob_files
 from dataprep.stages import StageInputs, source_task_name, sources
@@ -77,6 +78,25 @@ def eval_texts(cfg: DecontamConfig, name: str, ids: list[str]) -> Iterator[str]:
             yield doc["text"]
 
 
+def fingerprints(inputs: StageInputs) -> dict[str, dict[str, Fingerprint]]:
+    """Each mixture source's documents after this stage (source -> task), with what shapes them:
+    the decontam.* settings, the evaluation sets' files and the documents before it. Off: the
+    sources stage's, unchanged (its outputs pass through)."""
+    d = inputs.cfg.decontam
+    before = sources.fingerprints(inputs)
+    if not d.enabled or not d.sets:
+        return before
+
+    def make() -> dict[str, dict[str, Fingerprint]]:
+        settings = config_items("decontam", d, ["mode", "ngram", "example_ids"])
+        for name, s in d.sets.items():
+            settings.update(config_items(f"decontam.sets.{name}", s))
+        files = files_identity(p for s in d.sets.values() for p in glob_files(s.paths))
+        return {name: {task: Fingerprint(settings, files, {"documents": fp.digest}) for task, fp in tasks.items()}
+                for name, tasks in before.items()}
+    return inputs.memo(NAME, make)
+
+
 def run(layout: CorpusLayout, inputs: StageInputs) -> tuple[dict[str, dict[str, str]], dict]:
     """Every mixture source's documents without the contaminated ones: source -> task -> file."""
     d, docs = inputs.cfg.decontam, inputs.outputs[sources.NAME]
@@ -94,7 +114,9 @@ def run(layout: CorpusLayout, inputs: StageInputs) -> tuple[dict[str, dict[str, 
     tasks = {source_task_name(name, task): (path, index_ref, d.mode, layout.documents(NAME, task, name),
                                             layout.dropped(NAME, task, name), d.example_ids)
              for name, files in docs.items() for task, path in files.items()}
-    results = TaskRunner(NAME, layout.stage_dir(NAME)).run(decontam_task, tasks)
+    made_as = {source_task_name(name, task): fp for name, files in fingerprints(inputs).items()
+               for task, fp in files.items()}
+    results = TaskRunner(NAME, layout.stage_dir(NAME), inputs.reruns).run(decontam_task, tasks, made_as)
     s = merge(results.values())
     s.update(mode=d.mode, ngram=d.ngram,
              index={"rows": len(index.hashes), "bytes": index.nbytes, "seconds": round(built, 3)})

@@ -4,11 +4,21 @@ dataprep/dedup_stages.py over files under output_dir/dedup/."""
 
 from __future__ import annotations
 
-from dataprep.dedup_stages import Deduplicator
+from dataprep.dedup_stages import Deduplicator, decisions_fingerprint
+from dataprep.fingerprint import Fingerprint, combine
 from dataprep.layout import CorpusLayout
 from dataprep.stages import StageInputs, quality
 
 NAME = "dedup"
+
+
+def fingerprints(inputs: StageInputs) -> dict[str, Fingerprint]:
+    """Every file's decisions depend on every document: per documents file, the dedup settings and
+    all of the quality stage's outputs."""
+    def make() -> dict[str, Fingerprint]:
+        docs = quality.fingerprints(inputs)
+        return dict.fromkeys(docs, decisions_fingerprint(inputs.cfg.dedup, {"quality": combine(docs)}))
+    return inputs.memo(NAME, make)
 
 
 def run(layout: CorpusLayout, inputs: StageInputs) -> tuple[dict[str, str], dict]:
@@ -16,5 +26,6 @@ def run(layout: CorpusLayout, inputs: StageInputs) -> tuple[dict[str, str], dict
     docs = inputs.outputs[quality.NAME]
     kept = {n: layout.documents(NAME, n) for n in docs}
     dropped = {n: layout.dropped(NAME, n) for n in docs}
-    stats = Deduplicator(inputs.cfg.dedup, layout.stage_dir(NAME)).run(docs, kept, dropped)
+    dedup = Deduplicator(inputs.cfg.dedup, layout.stage_dir(NAME), reruns=inputs.reruns)
+    stats = dedup.run(docs, kept, dropped, {"quality": combine(quality.fingerprints(inputs))})
     return kept, {"stages": {NAME: stats}}

@@ -11,6 +11,7 @@ from dataclasses import asdict
 from dataprep import extract, filters, ingest, langid
 from dataprep.config import DataprepConfig
 from dataprep.documents import DocumentSorter, new_document, text_bytes
+from dataprep.fingerprint import Fingerprint, config_items, file_identity
 from dataprep.layout import CorpusLayout
 from dataprep.readers import file_name
 from dataprep.stages import StageInputs
@@ -60,7 +61,7 @@ def extract_task(path: str, kept_out: str, dropped_out: str, cfg: DataprepConfig
     checks = record_filters(cfg)
     langs: dict[str, int] = {}
     source = file_name(path)
-    with DocumentSorter(kept_out, dropped_out, STAGES) as sorter:
+    with DocumentSorter(kept_out, dropped_out, STAGES, {"extract": ingest.DROP_REASONS}) as sorter:
         ex, lg, fl = (sorter.stats[stage] for stage in STAGES)
         i = cfg.ingest
         for rec in ingest.read_records(path, i.max_payload_bytes, i.retries, i.retry_backoff_s, i.timeout_s):
@@ -83,11 +84,21 @@ def extract_task(path: str, kept_out: str, dropped_out: str, cfg: DataprepConfig
     return {"docs_in": ex["docs_in"], "extract": ex, "language": lg, "filter": fl}
 
 
+def fingerprints(inputs: StageInputs) -> dict[str, Fingerprint]:
+    """Per archive: the record size cap, the language and filter settings, and the archive."""
+    def make() -> dict[str, Fingerprint]:
+        cfg = inputs.cfg
+        settings = {**config_items("ingest", cfg.ingest, ["max_payload_bytes"]), **config_items("langid", cfg.langid),
+                    **config_items("filters", cfg.filters)}
+        return {n: Fingerprint(settings, {"archive": file_identity(f)}) for n, f in inputs.archives.items()}
+    return inputs.memo(NAME, make)
+
+
 def run(layout: CorpusLayout, inputs: StageInputs) -> tuple[dict[str, str], dict]:
     """The archives' documents after the filters (task -> file)."""
     tasks = {n: (str(f), layout.documents(NAME, n), layout.dropped(NAME, n), inputs.cfg)
              for n, f in inputs.archives.items()}
-    results = TaskRunner(NAME, layout.stage_dir(NAME)).run(extract_task, tasks)
+    results = TaskRunner(NAME, layout.stage_dir(NAME), inputs.reruns).run(extract_task, tasks, fingerprints(inputs))
     failed = {n: r[FAILED] for n, r in results.items() if FAILED in r}
     done = [n for n in tasks if n not in failed]
     stats = {stage: merge(results[n][stage] for n in done) for stage in STAGES}

@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 
 from dataprep.config import MixtureSourceConfig, TokenizerConfig
 from dataprep.documents import open_parquet, read_documents, text_bytes, write_table
+from dataprep.fingerprint import Fingerprint, combine, config_items, file_identity
 from dataprep.layout import CorpusLayout
 from dataprep.shards import ShardWriter, dtype_for_vocab
 from dataprep.stages import StageInputs, decontam, source_task_name
@@ -116,17 +117,36 @@ def make_tokenizer(layout: CorpusLayout, inputs: StageInputs) -> dict:
     return {"how": how, "seconds": time.perf_counter() - t0}
 
 
+def tokenizer_fingerprint(inputs: StageInputs) -> Fingerprint:
+    """The tokenizer given (its file and end-of-document token), or trained here: its settings,
+    the sources' weights (the sample's proportions) and every source's documents."""
+    t = inputs.cfg.tokenizer
+    if t.path:
+        return Fingerprint(config_items("tokenizer", t, ["path", "eod_token"]), {"tokenizer.path": file_identity(t.path)})
+    docs = decontam.fingerprints(inputs)
+    return Fingerprint({**config_items("tokenizer", t), **{f"mixture.sources.{n}.weight": s.weight for n, s in inputs.sources.items()}},
+                       upstream={"sources": combine({f"{n}/{task}": fp for n, files in docs.items() for task, fp in files.items()})})
+
+
+def fingerprints(inputs: StageInputs) -> dict[str, Fingerprint]:
+    """Per documents file: the tokenizer and the documents."""
+    tok = tokenizer_fingerprint(inputs).digest
+    return {source_task_name(name, task): Fingerprint(upstream={"tokenizer": tok, "documents": fp.digest})
+            for name, files in decontam.fingerprints(inputs).items() for task, fp in files.items()}
+
+
 def run(layout: CorpusLayout, inputs: StageInputs) -> tuple[dict[str, dict[str, TokenizedFile]], dict]:
     """Every mixture source's tokens: source -> task -> its files."""
     t = inputs.cfg.tokenizer
     docs = inputs.outputs[decontam.NAME]
-    info = once(layout.marker(NAME, "tokenizer"), lambda: make_tokenizer(layout, inputs))
+    info = once(layout.marker(NAME, "tokenizer"), lambda: make_tokenizer(layout, inputs), tokenizer_fingerprint(inputs),
+                inputs.reruns, NAME)
     log.info("tokenizer: %s", info["how"])
     tasks = {
         source_task_name(name, task): (path, str(layout.tokenizer), t.eod_token, str(layout.stage_dir(NAME, name)), task)
         for name, files in docs.items() for task, path in files.items()
     }
-    results = TaskRunner(NAME, layout.stage_dir(NAME)).run(tokenize_task, tasks)
+    results = TaskRunner(NAME, layout.stage_dir(NAME), inputs.reruns).run(tokenize_task, tasks, fingerprints(inputs))
     s = merge(results.values())
     s["by_source"] = {name: sum(results[source_task_name(name, task)]["docs_out"] for task in files)
                       for name, files in docs.items()}
