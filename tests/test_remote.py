@@ -3,12 +3,15 @@ transfers short (a local stand-in for Common Crawl's), archives streamed and res
 byte where they broke, and a file that never comes counted while the job goes on."""
 
 import gzip
+import json
 import threading
 from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+
+from conftest import run_module
 
 from dataprep import ingest
 from dataprep.config import IngestConfig
@@ -121,3 +124,31 @@ def test_stage_counters_add_up_over_every_task():
     total = merge(parts)
     assert (total["docs_in"], total["tokens"], total["latin-1"]) == (6, 15, 3)
     assert merge(reversed(parts)) == total
+
+
+@pytest.mark.slow
+def test_the_job_goes_on_without_an_unreadable_file_and_a_rerun_takes_it(server, tmp_path):
+    base, state, names, _ = server
+    small = ["cc-main-2020-34_resiliparse_warcfile.warc.gz", "wget-2024_dolma_sample-0001.warc.gz"]
+    listing = tmp_path / "warc.paths"
+    listing.write_text("".join(f"{PREFIX}{n}\n" for n in small))
+    state["dead"].add(small[1])
+    out = tmp_path / "corpus"
+    args = [f"output_dir={out}", f"ingest.paths_file={listing}", f"ingest.base_url={base}",
+            "ingest.retries=1", "ingest.retry_backoff_s=0.01", "shards.shard_tokens=100000"]
+    first = run_module("dataprep", *args)
+    stats = before = json.loads((out / "stats.json").read_text())
+    failed = stats["stages"]["extract"]["failed_files"]
+    assert [f["file"].rsplit("/", 1)[1] for f in failed] == [small[1]] and "HTTP 503" in failed[0]["error"]
+    assert "could not be read" in first.stdout
+    done = {p.name for p in (out / "extract" / "_done").glob("*.json")}
+    assert done == {small[0].replace(".", "_") + ".json"}  # no marker for the file that failed
+
+    state["dead"].clear()
+    run_module("dataprep", *args)
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["stages"]["extract"]["failed_files"] == []
+    assert len(list((out / "extract" / "_done").glob("*.json"))) == 2
+    # What is made from the crawl is made again with the new archive's documents in it.
+    for stage in ("extract", "quality", "dedup"):
+        assert stats["stages"][stage]["docs_in"] > before["stages"][stage]["docs_in"], stage
