@@ -218,6 +218,8 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="2 archives, 16 training steps (CI)")
+    parser.add_argument("--window", type=float, default=1.0,
+                        help="the kill moment is uniform over this fraction of the undisturbed run's duration")
     parser.add_argument("--victims", nargs="+", default=list(DATAPREP_VICTIMS + TRAINING_VICTIMS))
     parser.add_argument("--work", help="folder for the runs (default: a temporary one)")
     args = parser.parse_args()
@@ -252,7 +254,7 @@ def main() -> None:
             if victim in DATAPREP_VICTIMS:
                 out = folder / "corpus"
                 cmd = dataprep_args(out, args.quick)
-                what = disturbed("dataprep", cmd, trial_log, victim, rng.uniform(0, dataprep_seconds), rng)
+                what = disturbed("dataprep", cmd, trial_log, victim, rng.uniform(0, dataprep_seconds * args.window), rng)
                 reruns = finish("dataprep", cmd, trial_log)
                 got = corpus_digest(out)
                 diff = sorted(k for k in set(got) | set(reference_corpus) if got.get(k) != reference_corpus.get(k))
@@ -263,7 +265,7 @@ def main() -> None:
                 if victim == "save":
                     every, steps = (4, 16) if args.quick else (10, 40)
                     cmd += ["debug.sleep_in_save_s=5", f"debug.sleep_in_save_step={rng.randrange(every, steps + 1, every)}"]
-                what = disturbed("launch", cmd, trial_log, victim, rng.uniform(0, training_seconds), rng,
+                what = disturbed("launch", cmd, trial_log, victim, rng.uniform(0, training_seconds * args.window), rng,
                                  save_dir=run_dir / "checkpoints")
                 reruns = finish("launch", cmd, trial_log)
                 problem = compare_training(run_dir, reference_run)
