@@ -19,7 +19,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List
+from typing import Iterator, List
 
 import hydra
 import pyarrow as pa
@@ -30,7 +30,7 @@ from omegaconf import MISSING, OmegaConf
 
 from dataprep.config import DedupConfig, RayConfig
 from dataprep.dedup_stages import Deduplicator
-from dataprep.documents import DOCUMENT_ROW_GROUP, open_parquet, write_table
+from dataprep.documents import DOCUMENT_ROW_GROUP, TableWriter, open_parquet
 from dataprep.readers import list_inputs, read_jsonl, task_name
 from dataprep.tasks import TaskRunner, console_logging, ray_session, write_json
 
@@ -53,15 +53,43 @@ def register() -> None:
     ConfigStore.instance().store(name="dedup_job_schema", node=DedupJobConfig)
 
 
+def _jsonl_batches(path: str) -> Iterator[list]:
+    """The lines of a JSON-lines file, parsed, DOCUMENT_ROW_GROUP at a time."""
+    rows = []
+    for _, row in read_jsonl(path):
+        rows.append(row)
+        if len(rows) == DOCUMENT_ROW_GROUP:
+            yield rows
+            rows = []
+    if rows:
+        yield rows
+
+
+def jsonl_schema(path: str) -> pa.Schema:
+    """The schema of every line of a JSON-lines file: each field any line has (nested ones too),
+    of the type its values share (integers and reals widen to reals; a field that is null
+    everywhere stays null). Read batch by batch: memory stays that of one batch."""
+    schemas = [pa.schema(list(pa.array(rows).type)) for rows in _jsonl_batches(path)]
+    if not schemas:
+        return pa.schema([("id", pa.string()), ("text", pa.string())])
+    try:
+        return pa.unify_schemas(schemas, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+        raise ValueError(f"{path}: a field's values differ in type between lines ({e})") from e
+
+
 def jsonl_to_parquet_task(path: str, out: str) -> dict:
-    """JSON lines -> Parquet, every field kept (fields missing from some lines become nulls)."""
+    """JSON lines -> Parquet, every field kept (fields missing from some lines become nulls).
+
+    Two passes of DOCUMENT_ROW_GROUP lines each, so a file of any size costs the memory of one
+    batch: the first finds the schema of all lines, the second writes each batch in it."""
     t0 = time.perf_counter()
-    rows = [row for _, row in read_jsonl(path)]
-    table = pa.Table.from_struct_array(pa.array(rows)) if rows else pa.table({"id": pa.array([], pa.string()),
-                                                                              "text": pa.array([], pa.string())})
-    _check_columns(path, table.schema)
-    write_table(table, out, DOCUMENT_ROW_GROUP, use_dictionary=False)
-    return {"docs_in": len(table), "seconds": time.perf_counter() - t0}
+    schema = jsonl_schema(path)
+    _check_columns(path, schema)
+    with TableWriter(out, schema, DOCUMENT_ROW_GROUP, use_dictionary=False) as writer:
+        for rows in _jsonl_batches(path):
+            writer.write(pa.Table.from_struct_array(pa.array(rows, type=pa.struct(list(schema)))))
+    return {"docs_in": writer.rows, "seconds": time.perf_counter() - t0}
 
 
 def _check_columns(path: str, schema: pa.Schema) -> None:
