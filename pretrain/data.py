@@ -19,13 +19,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dataprep.shards import IndexedShard
+from dataprep.shards import IndexedShard, shard_prefix, stream_shards
 
 
 class TokenStream:
-    """All shards of a manifest as one flat, memory-mapped token sequence."""
+    """The training shards of a manifest (or, with `source`, that mixture source's validation
+    shards) as one flat, memory-mapped token sequence."""
 
-    def __init__(self, manifest_path: str | Path):
+    def __init__(self, manifest_path: str | Path, source: str | None = None):
         self.manifest_path = Path(manifest_path)
         if not self.manifest_path.is_file():
             raise FileNotFoundError(
@@ -33,9 +34,11 @@ class TokenStream:
                 "or set data.manifest)"
             )
         self.manifest = json.loads(self.manifest_path.read_text())
+        self.source = source
         root = self.manifest_path.parent
-        self.shards = [IndexedShard(root / s["name"]) for s in self.manifest["shards"]]
-        for shard, entry in zip(self.shards, self.manifest["shards"]):
+        entries = stream_shards(self.manifest, source)
+        self.shards = [IndexedShard(shard_prefix(root, s)) for s in entries]
+        for shard, entry in zip(self.shards, entries):
             if shard.num_tokens != entry["tokens"]:
                 raise ValueError(
                     f"shard {entry['name']} holds {shard.num_tokens} tokens, "

@@ -22,6 +22,9 @@ def run_module(module: str, *overrides: str, timeout: int = 600, check: bool = T
     return proc
 
 
+CORPUS_OVERRIDES = ("shards.shard_tokens=200000", "validation.seed=8")
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not (SHARED_DATA / "warc").is_dir():
@@ -31,7 +34,8 @@ def shared_data() -> Path:
 
 @pytest.fixture(scope="session")
 def corpus(tmp_path_factory, shared_data) -> Path:
-    """The corpus job run once on the sample WARCs; returns its output_dir."""
+    """The corpus job run once on the sample WARCs; returns its output_dir. Validation seed 8 holds
+    out one of two near-duplicate crawl pages that dedup keeps (tests/test_holdout.py)."""
     out = tmp_path_factory.mktemp("corpus")
-    run_module("dataprep", f"output_dir={out}", "shards.shard_tokens=200000")
+    run_module("dataprep", f"output_dir={out}", *CORPUS_OVERRIDES)
     return out
