@@ -75,3 +75,6 @@ def test_two_ranks_reduce_on_the_device_and_sync_only_at_log_steps(corpus, tmp_p
     for r in rows:
         assert {"loss", "lr", "grad_norm", "tokens_per_s", "mfu", "consumed_samples", "seconds", "rss_gb"} <= set(r)
     assert "val_loss" in rows[-1] and "val_loss" in rows[1] and "val_loss" not in rows[0]
+    # One reduction and one read per evaluation, whatever the number of sources: each has its loss.
+    sources = json.loads((corpus / "manifest.json").read_text())["validation"]["sources"]
+    assert len(sources) == 4 and all(f"val_loss/{name}" in rows[-1] for name in sources)
