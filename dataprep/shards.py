@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
+from array import array
 from pathlib import Path
 
 import numpy as np
@@ -120,7 +121,7 @@ class ShardWriter:
         if self._bin is None:
             self._name = f"{self.prefix}_{len(self.shards):05d}"
             self._bin = open(self._path(self._name, "bin.tmp"), "wb", buffering=1 << 20)
-            self._hash, self._sizes, self._tokens = hashlib.sha256(), [], 0
+            self._hash, self._sizes, self._tokens = hashlib.sha256(), array("q"), 0  # 8 bytes a document
         data = np.ascontiguousarray(arr, dtype=self.dtype).tobytes()
         self._bin.write(data)
         self._hash.update(data)
@@ -135,7 +136,7 @@ class ShardWriter:
         self._bin.close()
         self._bin = None
         n = len(self._sizes)
-        sizes = np.asarray(self._sizes, dtype="<i8")
+        sizes = np.frombuffer(self._sizes, dtype=np.int64).astype("<i8")
         pointers = np.zeros(n, dtype="<i8")
         np.cumsum(sizes[:-1] * self.dtype.itemsize, out=pointers[1:])
         doc_idx = np.arange(n + 1, dtype="<i8")

@@ -73,8 +73,9 @@ def run(layout: CorpusLayout, inputs: StageInputs) -> tuple[dict[str, Split], di
     v = inputs.cfg.validation
     t0 = time.perf_counter()
     sources = {name: SourceTokens(files) for name, files in inputs.outputs[tokenize.NAME].items()}
+    none = np.zeros(0, dtype=np.int64)
     chosen = {name: holdout.choose(holdout.id_hashes(itertools.chain.from_iterable(s.column("id")), v.seed),
-                                   s.lengths, v)
+                                   s.lengths, v) if v.enabled else none
               for name, s in sources.items()}
     spans = np.unique(np.concatenate(
         [holdout.span_hashes(s.tokens(int(d)), v.overlap_tokens) for name, s in sources.items() for d in chosen[name]]
