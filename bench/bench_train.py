@@ -51,7 +51,7 @@ def one_rank(cfg, steps: int, warmup: int) -> tuple[list[float], list[float], fl
     import torch
 
     from pretrain import engine as deepspeed_engine
-    from pretrain.data import BatchLayout, PackedSamples, TokenStream
+    from pretrain.data import BatchLayout, Splits, TokenStream
     from pretrain.loader import MicroBatch
     from pretrain.model import GPT
     from pretrain.train import resolve_model, train_step
@@ -61,7 +61,7 @@ def one_rank(cfg, steps: int, warmup: int) -> tuple[list[float], list[float], fl
     deepspeed_engine.init_distributed(cfg)
     stream = TokenStream(cfg.data.manifest)
     mcfg = resolve_model(cfg, stream.vocab_size)
-    data = PackedSamples(stream, mcfg.seq_len, cfg.data.seed, "train", cfg.data.val_fraction)
+    data = Splits.of(stream, mcfg.seq_len, cfg.data.seed, cfg.data.val_fraction).train
     layout = BatchLayout(cfg.train.micro_batch_size, cfg.train.grad_accum_steps, 1)
     o = cfg.optim
 

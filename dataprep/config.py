@@ -221,6 +221,39 @@ class TokenizerConfig:
 
 
 @dataclass
+class ValidationConfig:
+    """Documents held out of training for validation, per mixture source, before the mixture
+    repeats any (docs/shards.md). A source's documents are ranked by a seeded hash of their id;
+    the first max(min_documents, ceil(fraction x documents)) are held out, fewer when their tokens
+    reach max_tokens, and never the source's last training document."""
+    # Share of each source's documents held out; 0: none (the trainer then holds out windows).
+    fraction: float = 0.05
+    # ... and at least this many of each source (when fraction > 0).
+    min_documents: int = 1
+    # Per source: the held-out tokens stop growing with the corpus here (the overlap check
+    # below holds 8 bytes per held-out token).
+    max_tokens: int = 4_194_304
+    # A training document (of any source) sharing a span of this many tokens with a held-out
+    # document is left out of training: the same text reached by another id or another source.
+    overlap_tokens: int = 50
+    seed: int = 1
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.fraction < 1:
+            raise ValueError(f"validation.fraction={self.fraction}: must be in [0, 1) (0: no held-out documents)")
+        if self.min_documents < 0:
+            raise ValueError(f"validation.min_documents={self.min_documents}: must be >= 0")
+        if self.max_tokens < 1:
+            raise ValueError(f"validation.max_tokens={self.max_tokens}: must be positive")
+        if self.overlap_tokens < 1:
+            raise ValueError(f"validation.overlap_tokens={self.overlap_tokens}: must be positive")
+
+    @property
+    def enabled(self) -> bool:
+        return self.fraction > 0
+
+
+@dataclass
 class ShardConfig:
     shard_tokens: int = 16_777_216
 
@@ -389,6 +422,7 @@ class DataprepConfig:
     dedup: DedupConfig = field(default_factory=DedupConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     shards: ShardConfig = field(default_factory=ShardConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
     mixture: MixtureConfig = field(default_factory=MixtureConfig)
     decontam: DecontamConfig = field(default_factory=DecontamConfig)
     ray: RayConfig = field(default_factory=RayConfig)

@@ -21,7 +21,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List
+from typing import Iterator, List
 
 import hydra
 import pyarrow as pa
@@ -32,7 +32,7 @@ from omegaconf import MISSING, OmegaConf
 
 from dataprep.config import DedupConfig, RayConfig, check_rerun
 from dataprep.dedup_stages import Deduplicator
-from dataprep.documents import DOCUMENT_ROW_GROUP, open_parquet, write_table
+from dataprep.documents import DOCUMENT_ROW_GROUP, TableWriter, open_parquet
 from dataprep.fingerprint import Fingerprint, combine, file_identity
 from dataprep.readers import JSONL_DROP_REASONS, list_inputs, read_jsonl, task_name
 from dataprep.stats import merge
@@ -63,17 +63,46 @@ def register() -> None:
     ConfigStore.instance().store(name="dedup_job_schema", node=DedupJobConfig)
 
 
+def _jsonl_batches(path: str, dropped: dict[str, int] | None = None) -> Iterator[list]:
+    """The lines of a JSON-lines file, parsed, DOCUMENT_ROW_GROUP at a time; bad lines are counted
+    in `dropped` and logged (without `dropped`: a first pass, silent)."""
+    rows = []
+    for _, row in read_jsonl(path, dropped, quiet=dropped is None):
+        rows.append(row)
+        if len(rows) == DOCUMENT_ROW_GROUP:
+            yield rows
+            rows = []
+    if rows:
+        yield rows
+
+
+def jsonl_schema(path: str) -> pa.Schema:
+    """The schema of every line of a JSON-lines file: each field any line has (nested ones too),
+    of the type its values share (integers and reals widen to reals; a field that is null
+    everywhere stays null). Read batch by batch: memory stays that of one batch."""
+    schemas = [pa.schema(list(pa.array(rows).type)) for rows in _jsonl_batches(path)]
+    if not schemas:
+        return pa.schema([("id", pa.string()), ("text", pa.string())])
+    try:
+        return pa.unify_schemas(schemas, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+        raise ValueError(f"{path}: a field's values differ in type between lines ({e})") from e
+
+
 def jsonl_to_parquet_task(path: str, out: str) -> dict:
     """JSON lines -> Parquet, every field kept (fields missing from some lines become nulls); a
-    line that is no document (not UTF-8, not JSON) is dropped and counted (bad_json)."""
+    line that is no document (not UTF-8, not JSON) is dropped and counted (bad_json).
+
+    Two passes of DOCUMENT_ROW_GROUP lines each, so a file of any size costs the memory of one
+    batch: the first finds the schema of all lines, the second writes each batch in it."""
     t0 = time.perf_counter()
+    schema = jsonl_schema(path)
+    _check_columns(path, schema)
     dropped = dict.fromkeys(JSONL_DROP_REASONS, 0)
-    rows = [row for _, row in read_jsonl(path, dropped)]
-    table = pa.Table.from_struct_array(pa.array(rows)) if rows else pa.table({"id": pa.array([], pa.string()),
-                                                                              "text": pa.array([], pa.string())})
-    _check_columns(path, table.schema)
-    write_table(table, out, DOCUMENT_ROW_GROUP, use_dictionary=False)
-    return {"docs_in": len(table) + sum(dropped.values()), "docs_out": len(table), "dropped": dropped,
+    with TableWriter(out, schema, DOCUMENT_ROW_GROUP, use_dictionary=False) as writer:
+        for rows in _jsonl_batches(path, dropped):
+            writer.write(pa.Table.from_struct_array(pa.array(rows, type=pa.struct(list(schema)))))
+    return {"docs_in": writer.rows + sum(dropped.values()), "docs_out": writer.rows, "dropped": dropped,
             "seconds": time.perf_counter() - t0}
 
 

@@ -9,9 +9,13 @@ output_dir/
   sources/<source>/<task>.parquet (+dropped)                  documents of the other mixture sources
   decontam/<source>/<task>.parquet (+dropped)                 every source's documents, decontaminated
   tokenize/<source>/<task>_00000.bin/.idx, <task>.parquet     tokens per document (+ id, url, source)
+  holdout/<digest>/spans.npy                                  hashes of the held-out documents' spans
   <stage>/_done/<task>.json                                   completion markers (dataprep/tasks.py)
   tokenizer.json                                              the tokenizer (tokenize stage)
-  shard_*.bin/.idx, shard_*.docs.parquet, manifest.json       the mixture's shards, lineage, manifest
+  shards/NNNNNN/shard_*.bin/.idx, shard_*.docs.parquet       one shard set: the mixture's shards, lineage,
+  shards/NNNNNN/val_<source>_*.bin/.idx, ...docs.parquet       and each source's validation shards
+  shards/metadata/<source>/<task>_00000.bin/.idx              each document's id, url, file (shards stage)
+  manifest.json                                               the shard set in use (it names its folder)
   stats.json                                                  every stage's counts (dataprep/pipeline.py)
   report.html                                                 charts of stats.json and the manifest (dataprep/report.py)
 
@@ -72,12 +76,21 @@ class CorpusLayout:
         return self.root / "stats.json"
 
     def shard_files(self) -> list[Path]:
-        """Every shard file there is (a run writes the shards anew)."""
+        """Shard files beside the manifest: the layout of older versions, removed by the next run."""
         return sorted(self.root.glob(f"{self.SHARD_PREFIX}_*"))
 
-    def lineage(self, shard: str) -> Path:
-        """Which document each sequence of a shard holds."""
-        return self.root / f"{shard}.docs.parquet"
+    def shard_set(self, number: int) -> Path:
+        """The folder of shard set `number`: each run of the shards stage writes a new one."""
+        return self.stage_dir("shards") / f"{number:06d}"
+
+    def shard_sets(self) -> list[Path]:
+        """Every shard set folder there is, oldest first."""
+        folder = self.stage_dir("shards")
+        return sorted(p for p in folder.iterdir() if p.is_dir() and p.name.isdigit()) if folder.is_dir() else []
+
+    def document_metadata(self, source: str) -> Path:
+        """Where the shards stage keeps each document's id, url and file, memory-mapped."""
+        return self.stage_dir("shards") / "metadata" / source
 
     def relative(self, path: str | Path) -> str:
         return os.path.relpath(path, self.root)

@@ -19,9 +19,11 @@ from dataprep.tasks import write_json
 
 
 def write_manifest(layout: CorpusLayout, cfg: DataprepConfig, tok: Tokenizer, dtype: np.dtype, mix: MixturePlan,
-                   sources: dict[str, dict], shards: list[dict]) -> dict:
-    """Write output_dir/manifest.json for `shards` (as ShardWriter lists them), written with the
-    tokenizer `tok` as the mixture `mix` orders; `sources`: each source's entry. Returns it."""
+                   sources: dict[str, dict], shards: list[dict], shard_set: str, validation: dict | None) -> dict:
+    """Write output_dir/manifest.json for the training `shards` (as ShardWriter lists them, their
+    paths relative to output_dir), written with the tokenizer `tok` as the mixture `mix` orders;
+    `sources`: each source's entry; `shard_set`: the folder of the set; `validation`: the held-out
+    documents' section (None: none held out). The file is replaced in one rename. Returns it."""
     t, m = cfg.tokenizer, cfg.mixture
     _, anchor, epochs = m.size()
     manifest = {
@@ -46,18 +48,26 @@ def write_manifest(layout: CorpusLayout, cfg: DataprepConfig, tok: Tokenizer, dt
             "order": "seeded shuffle of every document copy across sources",
         },
         "sources": sources,
+        "shard_set": shard_set,
         "shards": shards,
         "config": asdict(cfg),
     }
+    if validation is not None:
+        manifest["validation"] = validation
     write_json(layout.manifest, manifest)
     return manifest
 
 
 def mixture_table(manifest: dict) -> str:
-    """The manifest's sources as a table: documents, tokens, epochs, target and achieved weights."""
-    rows = [("source", "docs", "tokens", "epochs", "target", "achieved")]
+    """The manifest's sources as a table: documents, tokens, epochs, target and achieved weights,
+    and the documents and tokens held out for validation."""
+    held = manifest.get("validation", {}).get("sources", {})
+    rows = [("source", "docs", "tokens", "epochs", "target", "achieved", "val docs", "val tokens")]
     for name, s in manifest["sources"].items():
+        v = held.get(name, {})
         rows.append((name, str(s["documents"]), str(s["tokens"]), f"{s['achieved_epochs']:.3f}",
-                     f"{s['target_weight']:.2%}", f"{s['achieved_weight']:.2%}"))
+                     f"{s['target_weight']:.2%}", f"{s['achieved_weight']:.2%}", str(v.get("documents", "-")),
+                     str(v.get("tokens", "-"))))
     notes = [f"{name}: {s['note']}" for name, s in manifest["sources"].items() if "note" in s]
+    notes += [f"{name} validation: {v['note']}" for name, v in held.items() if "note" in v]
     return "\n".join([format_rows(rows)] + notes)

@@ -2,7 +2,7 @@
 (outputs, stats)` on the outputs of those before it, and stats.json from what they report.
 
 Per-file work runs as Ray tasks (dataprep/tasks.py); the few global decisions (the quality
-classifier, which documents duplicate which, the tokenizer, the mixture plan) are made once in the
+classifier, which documents duplicate which, the tokenizer, the held-out documents, the mixture plan) are made once in the
 driver from the tasks' small outputs. dataprep/layout.py says where everything is written.
 """
 
@@ -15,13 +15,13 @@ from dataprep.config import DataprepConfig
 from dataprep.layout import CorpusLayout
 from dataprep.manifest import mixture_table
 from dataprep.report import write_report
-from dataprep.stages import StageInputs, decontam, dedup, extract, quality, shards, sources, tokenize
+from dataprep.stages import StageInputs, decontam, dedup, extract, holdout, quality, shards, sources, tokenize
 from dataprep.stats import table
 from dataprep.tasks import ray_session, write_json
 
 log = logging.getLogger("dataprep")
 
-STAGES = (extract, quality, dedup, sources, decontam, tokenize, shards)
+STAGES = (extract, quality, dedup, sources, decontam, tokenize, holdout, shards)
 
 
 def run_stages(layout: CorpusLayout, inputs: StageInputs) -> dict:
@@ -41,8 +41,11 @@ def run_stages(layout: CorpusLayout, inputs: StageInputs) -> dict:
     write_json(layout.stats, summary)
     log.info("\n%s", table(summary["stages"]))
     log.info("mixture:\n%s", mixture_table(manifest))
-    log.info("%d documents, %d tokens in %d shards: %s (%.1fs)", manifest["total_documents"],
-             manifest["total_tokens"], len(manifest["shards"]), layout.manifest, summary["seconds"])
+    held = manifest.get("validation")
+    log.info("%d documents, %d tokens in %d shards%s: %s (%.1fs)", manifest["total_documents"],
+             manifest["total_tokens"], len(manifest["shards"]),
+             f"; validation: {held['total_documents']} documents, {held['total_tokens']} tokens" if held else "",
+             layout.manifest, summary["seconds"])
     write_report(layout.root)
     return summary
 

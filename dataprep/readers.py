@@ -67,13 +67,15 @@ JSONL_DROP_REASONS = ("bad_json", "truncated")
 BAD_LINES_LOGGED = 5
 
 
-def read_jsonl(path: str | Path, dropped: dict[str, int] | None = None) -> Iterator[tuple[int, dict]]:
+def read_jsonl(path: str | Path, dropped: dict[str, int] | None = None,
+               quiet: bool = False) -> Iterator[tuple[int, dict]]:
     """(line number from 0, JSON object) for each non-blank line of a JSON-lines file, .gz or not.
     This is the one place that decides what a bad line costs: a line that is not UTF-8, not JSON
     or not a JSON object is dropped and the rest of the file read; it is logged with its file and
     line number (the first BAD_LINES_LOGGED of a file, then a total) and counted in
     `dropped["bad_json"]`. A gzip file that ends early or is corrupt ends the read at the damage,
-    counted as `dropped["truncated"]`: the lines before it are kept."""
+    counted as `dropped["truncated"]`: the lines before it are kept. `quiet`: log nothing (a
+    second pass over a file already read)."""
     bad = 0
     i = -1
     with open_binary(path) as f:
@@ -84,8 +86,9 @@ def read_jsonl(path: str | Path, dropped: dict[str, int] | None = None) -> Itera
             except StopIteration:
                 break
             except (EOFError, zlib.error, gzip.BadGzipFile) as e:
-                log.warning("%s: unreadable after line %d (%s); the rest of the file dropped (truncated)",
-                            path, i + 1, e)
+                if not quiet:
+                    log.warning("%s: unreadable after line %d (%s); the rest of the file dropped (truncated)",
+                                path, i + 1, e)
                 _count(dropped, "truncated", 1)
                 break
             if not raw.strip():
@@ -96,12 +99,12 @@ def read_jsonl(path: str | Path, dropped: dict[str, int] | None = None) -> Itera
                     raise ValueError(f"a JSON {type(row).__name__}, not an object")
             except ValueError as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
                 bad += 1
-                if bad <= BAD_LINES_LOGGED:
+                if bad <= BAD_LINES_LOGGED and not quiet:
                     log.warning("%s, line %d: not a JSON object (%s); line dropped (bad_json)", path, i + 1, e)
                 continue
             yield i, row
     if bad:
-        if bad > BAD_LINES_LOGGED:
+        if bad > BAD_LINES_LOGGED and not quiet:
             log.warning("%s: %d bad lines dropped in all (bad_json)", path, bad)
         _count(dropped, "bad_json", bad)
 

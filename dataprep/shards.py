@@ -19,6 +19,8 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
+from array import array
+from pathlib import Path
 
 import numpy as np
 
@@ -52,6 +54,29 @@ def sha256_file(path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def shard_prefix(root, entry: dict) -> Path:
+    """Where a manifest's shard entry lives: `<prefix>.bin`, `<prefix>.idx` and its lineage
+    `<prefix>.docs.parquet` (the manifest's paths are relative to its folder)."""
+    return Path(root) / entry["bin"][: -len(".bin")]
+
+
+def shard_lineage(root, entry: dict) -> Path:
+    """The lineage file of a manifest's shard entry: which document each sequence holds."""
+    prefix = shard_prefix(root, entry)
+    return prefix.with_name(prefix.name + ".docs.parquet")
+
+
+def stream_shards(manifest: dict, source: str | None = None) -> list[dict]:
+    """The shard entries of a manifest's training stream, or (`source`) of that mixture source's
+    validation stream."""
+    if source is None:
+        return manifest["shards"]
+    held = manifest.get("validation", {}).get("sources", {})
+    if source not in held:
+        raise KeyError(f"the manifest holds no validation shards of source {source!r} (it has: {', '.join(held) or 'none'})")
+    return held[source]["shards"]
+
+
 class ShardWriter:
     """Streams documents into shards ``{prefix}_{i:05d}.bin/.idx`` of about ``shard_tokens`` tokens.
 
@@ -67,6 +92,7 @@ class ShardWriter:
         if self.dtype.kind not in "iu":
             raise ValueError(f"token dtype must be an integer type, got {self.dtype}")
         self._code = _code_for(self.dtype)
+        self._max_id = int(np.iinfo(self.dtype).max)
         self.out_dir, self.prefix, self.shard_tokens = str(out_dir), prefix, int(shard_tokens)
         os.makedirs(self.out_dir, exist_ok=True)
         self.shards: list[dict] = []
@@ -85,10 +111,9 @@ class ShardWriter:
             raise ValueError(f"a document must be a non-empty 1-D token array (< 2**31), got shape {arr.shape}")
         if arr.dtype.kind not in "iu":
             raise ValueError(f"token ids must be integers, got dtype {arr.dtype}")
-        info = np.iinfo(self.dtype)
         lo, hi = int(arr.min()), int(arr.max())
-        if hi > info.max:
-            raise ValueError(f"token id {hi} does not fit dtype {self.dtype} (max {info.max})")
+        if hi > self._max_id:
+            raise ValueError(f"token id {hi} does not fit dtype {self.dtype} (max {self._max_id})")
         if lo < 0:
             raise ValueError(f"negative token id {lo}")
         if self._bin is not None and self._tokens + arr.size > self.shard_tokens:
@@ -96,7 +121,7 @@ class ShardWriter:
         if self._bin is None:
             self._name = f"{self.prefix}_{len(self.shards):05d}"
             self._bin = open(self._path(self._name, "bin.tmp"), "wb", buffering=1 << 20)
-            self._hash, self._sizes, self._tokens = hashlib.sha256(), [], 0
+            self._hash, self._sizes, self._tokens = hashlib.sha256(), array("q"), 0  # 8 bytes a document
         data = np.ascontiguousarray(arr, dtype=self.dtype).tobytes()
         self._bin.write(data)
         self._hash.update(data)
@@ -111,7 +136,7 @@ class ShardWriter:
         self._bin.close()
         self._bin = None
         n = len(self._sizes)
-        sizes = np.asarray(self._sizes, dtype="<i8")
+        sizes = np.frombuffer(self._sizes, dtype=np.int64).astype("<i8")
         pointers = np.zeros(n, dtype="<i8")
         np.cumsum(sizes[:-1] * self.dtype.itemsize, out=pointers[1:])
         doc_idx = np.arange(n + 1, dtype="<i8")

@@ -37,8 +37,8 @@ def table(stages: dict[str, dict]) -> str:
     rows = [("stage", "docs in", "docs out", "MB in", "MB out", "seconds", "dropped by reason")]
     for name, s in stages.items():
         reasons = ", ".join(f"{k} {v}" for k, v in s["dropped"].items() if v) or "-"
-        rows.append((name, str(s["docs_in"]), str(s["docs_out"]), f"{s['bytes_in'] / 1e6:.2f}",
-                     f"{s.get('bytes_out', 0) / 1e6:.2f}", f"{s['seconds']:.1f}", reasons))
+        mb = [f"{s[k] / 1e6:.2f}" if k in s else "-" for k in ("bytes_in", "bytes_out")]  # holdout: no bytes
+        rows.append((name, str(s["docs_in"]), str(s["docs_out"]), *mb, f"{s['seconds']:.1f}", reasons))
     return format_rows(rows, ragged_last=True)
 
 

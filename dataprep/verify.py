@@ -2,19 +2,22 @@
 
     python -m dataprep.verify outputs/corpus/manifest.json
 
-checks, for every shard in the manifest: that its .bin, .idx and .docs.parquet exist; the .bin's
-size against the manifest's token count (truncated or grown); both sha256 checksums (altered);
-the index's consistency (IndexedShard: header, sizes, pointers, document index; plus contiguous
-pointers, every sequence ending in the end-of-document id, the manifest's counts); the lineage
-file against the index; the tokenizer's checksum; and the mixture: tokens per source counted
-from the lineage files equal the manifest's, achieved weights are those counts' shares and lie
-within the tolerance of the targets unless the manifest notes why. It prints every problem found
-and exits 1 if there is any, else prints a summary and exits 0.
+checks, for every shard in the manifest, training and validation: that its .bin, .idx and
+.docs.parquet exist; the .bin's size against the manifest's token count (truncated or grown);
+both sha256 checksums (altered); the index's consistency (IndexedShard: header, sizes, pointers,
+document index; plus contiguous pointers, every sequence ending in the end-of-document id, the
+manifest's counts); the lineage file against the index; the tokenizer's checksum; the mixture:
+tokens per source counted from the lineage files equal the manifest's, achieved weights are
+those counts' shares and lie within the tolerance of the targets unless the manifest notes why;
+and the validation shards: each source's hold its documents and tokens, of that source only,
+and no held-out document is in a training shard. It prints every problem found and exits 1 if
+there is any, else prints a summary and exits 0.
 
 `lineage(manifest, offset, length)` names the documents (source, id, url) behind tokens
-[offset, offset + length) of the token stream, the shards in manifest order (as
-pretrain/data.py's TokenStream reads them). A training sample of pretrain/data.py's
-PackedSamples is `lineage(manifest, samples.window(i) * seq_len, seq_len + 1)`.
+[offset, offset + length) of the training token stream, the shards in manifest order (as
+pretrain/data.py's TokenStream reads them); `source=` one source's validation stream instead. A
+training sample of pretrain/data.py's PackedSamples is
+`lineage(manifest, samples.window(i) * seq_len, seq_len + 1)`.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from dataprep.shards import IndexedShard, sha256_file
+from dataprep.shards import IndexedShard, sha256_file, shard_lineage, shard_prefix, stream_shards
 
 
 def _load(manifest) -> tuple[dict, Path]:
@@ -36,8 +39,12 @@ def _load(manifest) -> tuple[dict, Path]:
     return json.loads(path.read_text()), path.parent
 
 
-def _check_shard(root: Path, entry: dict, manifest: dict, per_source: Counter) -> list[str]:
+def _check_shard(root: Path, entry: dict, manifest: dict, per_source: Counter, held_out: set | None = None,
+                 ids: set | None = None) -> list[str]:
+    """The problems of one shard; counts its tokens per mixture source into `per_source`, its
+    (source, id) pairs into `ids` when given, and reports the documents of `held_out` it holds."""
     name = entry["name"]
+    prefix = shard_prefix(root, entry)
     problems = []
     missing = [entry[k] for k in ("bin", "idx") if not (root / entry[k]).is_file()]
     if missing:
@@ -52,7 +59,7 @@ def _check_shard(root: Path, entry: dict, manifest: dict, per_source: Counter) -
     if sha256_file(root / entry["idx"]) != entry["idx_sha256"]:
         problems.append(f"{name}: {entry['idx']} altered: sha256 differs from the manifest's")
     try:
-        shard = IndexedShard(root / name)
+        shard = IndexedShard(prefix)
     except (ValueError, OSError) as e:
         return problems + [f"{name}: inconsistent index: {e}"]
     if shard.dtype != np.dtype(manifest["dtype"]):
@@ -66,16 +73,39 @@ def _check_shard(root: Path, entry: dict, manifest: dict, per_source: Counter) -
             problems.append(f"{name}: inconsistent index: sequence pointers are not contiguous")
         elif shard.sizes.min() < 1 or np.any(shard.tokens[starts + shard.sizes - 1] != manifest["tokenizer"]["eod_id"]):
             problems.append(f"{name}: a sequence does not end in the end-of-document id")
-    docs = root / f"{name}.docs.parquet"
+    docs = shard_lineage(root, entry)
     if not docs.is_file():
         return problems + [f"{name}: missing {docs.name}"]
-    rows = pq.read_table(docs, columns=["tokens", "mixture_source"])
+    rows = pq.read_table(docs, columns=["tokens", "mixture_source", "id"])
     if rows.num_rows != len(shard) or not np.array_equal(rows.column("tokens").to_numpy(), shard.sizes):
         problems.append(f"{name}: {docs.name} does not match the index ({rows.num_rows} rows, "
                         f"{len(shard)} sequences)")
-    for source, n in zip(rows.column("mixture_source").to_pylist(), rows.column("tokens").to_pylist()):
+    sources, doc_ids = rows.column("mixture_source").to_pylist(), rows.column("id").to_pylist()
+    for source, n in zip(sources, rows.column("tokens").to_pylist()):
         per_source[source] += n
+    if ids is not None:
+        ids.update(zip(sources, doc_ids))
+    if held_out:
+        leaked = sum(pair in held_out for pair in zip(sources, doc_ids))
+        if leaked:
+            problems.append(f"{name}: holds {leaked} document(s) held out for validation")
     return problems
+
+
+def _check_validation(root: Path, manifest: dict) -> tuple[list[str], set]:
+    """The problems of the validation shards, and the (source, id) of every held-out document."""
+    problems, held = [], set()
+    for source, entry in manifest.get("validation", {}).get("sources", {}).items():
+        counted: Counter = Counter()
+        for shard in entry["shards"]:
+            problems += _check_shard(root, shard, manifest, counted, ids=held)
+        docs, tokens = (sum(s[k] for s in entry["shards"]) for k in ("documents", "tokens"))
+        if (docs, tokens) != (entry["documents"], entry["tokens"]):
+            problems.append(f"validation {source}: its shards hold {docs} documents, {tokens} tokens; the "
+                            f"manifest says {entry['documents']}, {entry['tokens']}")
+        if set(counted) - {source}:
+            problems.append(f"validation {source}: its shards hold documents of {sorted(set(counted) - {source})}")
+    return problems, held
 
 
 def verify(manifest) -> list[str]:
@@ -87,9 +117,11 @@ def verify(manifest) -> list[str]:
         problems.append(f"tokenizer: missing {tok.name}")
     elif sha256_file(tok) != m["tokenizer"]["sha256"]:
         problems.append(f"tokenizer: {tok.name} altered: sha256 differs from the manifest's")
+    validation_problems, held_out = _check_validation(root, m)
     per_source: Counter = Counter()
     for entry in m["shards"]:
-        problems += _check_shard(root, entry, m, per_source)
+        problems += _check_shard(root, entry, m, per_source, held_out)
+    problems += validation_problems
     if sum(s["tokens"] for s in m["shards"]) != m["total_tokens"]:
         problems.append("manifest: shard token counts do not add up to total_tokens")
     if sum(s["documents"] for s in m["shards"]) != m["total_documents"]:
@@ -116,12 +148,14 @@ def verify(manifest) -> list[str]:
     return problems
 
 
-def lineage(manifest, offset: int, length: int = 1) -> list[dict]:
-    """The documents behind tokens [offset, offset + length) of the manifest's token stream, in
-    stream order: each its lineage row (mixture_source, id, url, source file, copy, tokens) with
-    the shard's name and the document's start in the stream (`stream_offset`)."""
+def lineage(manifest, offset: int, length: int = 1, source: str | None = None) -> list[dict]:
+    """The documents behind tokens [offset, offset + length) of the manifest's training token
+    stream (or, with `source`, of that source's validation stream), in stream order: each its
+    lineage row (mixture_source, id, url, source file, copy, tokens) with the shard's name and the
+    document's start in the stream (`stream_offset`)."""
     m, root = _load(manifest)
-    sizes = [s["tokens"] for s in m["shards"]]
+    entries = stream_shards(m, source)
+    sizes = [s["tokens"] for s in entries]
     bounds = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
     if length < 1 or not 0 <= offset or offset + length > bounds[-1]:
         raise IndexError(f"tokens [{offset}, {offset + length}) are not inside the stream's {bounds[-1]} tokens")
@@ -129,11 +163,11 @@ def lineage(manifest, offset: int, length: int = 1) -> list[dict]:
     out = []
     i = int(np.searchsorted(bounds, offset, side="right")) - 1
     while i < len(sizes) and bounds[i] < end:
-        rows = pq.read_table(root / f"{m['shards'][i]['name']}.docs.parquet").to_pylist()
+        rows = pq.read_table(shard_lineage(root, entries[i])).to_pylist()
         for row in rows:
             start = int(bounds[i]) + row["offset"]
             if start < end and start + row["tokens"] > offset:
-                out.append({"shard": m["shards"][i]["name"], "stream_offset": start, **row})
+                out.append({"shard": entries[i]["name"], "stream_offset": start, **row})
         i += 1
     return out
 
@@ -157,6 +191,10 @@ def main(argv=None) -> int:
     for name, s in m.get("sources", {}).items():
         epochs = f", {s['achieved_epochs']:.3f} epochs" if "achieved_epochs" in s else ""
         print(f"  {name}: target {s['target_weight']:.2%}, achieved {s['achieved_weight']:.2%}{epochs}")
+    held = m.get("validation")
+    if held:
+        print(f"  validation: {held['total_documents']} documents, {held['total_tokens']} tokens held out ("
+              + ", ".join(f"{n} {v['documents']}" for n, v in held["sources"].items()) + ")")
     return 0
 
 

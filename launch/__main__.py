@@ -27,6 +27,7 @@ from launch.agent import FAILURES_ENV
 from launch.plan import LaunchError
 from pretrain import resume
 from pretrain.config import PretrainConfig, register
+from pretrain.metrics import per_source_losses
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 register()
@@ -45,7 +46,7 @@ def report(run_dir: Path, started: float) -> tuple[bool, str]:
                      f"last {last['loss']:.4f} (step {last['step']})")
         vals = [r for r in records if "val_loss" in r]
         if vals:
-            lines.append(f"val_loss: {vals[-1]['val_loss']:.4f} (step {vals[-1]['step']})")
+            lines.append(f"val_loss: {vals[-1]['val_loss']:.4f} (step {vals[-1]['step']}){per_source_losses(vals[-1])}")
     latest = run_dir / "checkpoints" / "latest"
     if latest.exists():
         lines.append(f"latest checkpoint: {run_dir / 'checkpoints' / latest.read_text().strip()}")

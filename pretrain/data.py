@@ -1,12 +1,15 @@
 """Training samples over token shards: a pure function of (manifest, seed, global sample index).
 
-The shards' documents (each ending in the end-of-document token) form one flat token stream.
-It is cut into windows of seq_len tokens (a sample reads seq_len + 1: the inputs and the
-targets shifted by one); a seeded bijection of the windows holds out `val_fraction` of them for
-validation, and each epoch over the rest is another seeded bijection. Both are computed per
-index (a Feistel network), never materialized, so memory and startup stay flat at any corpus
-size. Nothing depends on what was read before, so a resumed run continues by index instead of
+The training shards' documents (each ending in the end-of-document token) form one flat token
+stream. It is cut into windows of seq_len tokens (a sample reads seq_len + 1: the inputs and the
+targets shifted by one); each epoch over them is a seeded bijection, computed per index (a
+Feistel network), never materialized, so memory and startup stay flat at any corpus size.
+Nothing depends on what was read before, so a resumed run continues by index instead of
 replaying consumed batches.
+
+Validation reads documents dataprep held out of training, per mixture source (the manifest's
+validation shards: `Splits`). A manifest made before those existed gets the older hold-out: a
+seeded bijection puts `val_fraction` of the training stream's windows apart.
 """
 
 from __future__ import annotations
@@ -19,13 +22,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dataprep.shards import IndexedShard
+from dataprep.shards import IndexedShard, shard_prefix, stream_shards
 
 
 class TokenStream:
-    """All shards of a manifest as one flat, memory-mapped token sequence."""
+    """The training shards of a manifest (or, with `source`, that mixture source's validation
+    shards) as one flat, memory-mapped token sequence."""
 
-    def __init__(self, manifest_path: str | Path):
+    def __init__(self, manifest_path: str | Path, source: str | None = None):
         self.manifest_path = Path(manifest_path)
         if not self.manifest_path.is_file():
             raise FileNotFoundError(
@@ -33,9 +37,11 @@ class TokenStream:
                 "or set data.manifest)"
             )
         self.manifest = json.loads(self.manifest_path.read_text())
+        self.source = source
         root = self.manifest_path.parent
-        self.shards = [IndexedShard(root / s["name"]) for s in self.manifest["shards"]]
-        for shard, entry in zip(self.shards, self.manifest["shards"]):
+        entries = stream_shards(self.manifest, source)
+        self.shards = [IndexedShard(shard_prefix(root, s)) for s in entries]
+        for shard, entry in zip(self.shards, entries):
             if shard.num_tokens != entry["tokens"]:
                 raise ValueError(
                     f"shard {entry['name']} holds {shard.num_tokens} tokens, "
@@ -173,24 +179,25 @@ class PackedSamples:
     """Fixed-length samples (inputs, targets) of the token stream for one split.
 
     The stream is cut into windows of seq_len tokens (a sample reads seq_len + 1: the targets
-    are the inputs shifted by one). A seeded bijection of the windows (`WindowOrder`) puts
-    `val_fraction` of them first: those are the validation split, the rest the training split.
-    Epoch e of a split is another seeded bijection of it. Nothing is materialized: memory and
-    startup do not grow with the corpus.
+    are the inputs shifted by one). Split "all" is every window. Otherwise a seeded bijection of
+    the windows (`WindowOrder`) puts `val_fraction` of them first: those are split "val", the
+    rest split "train". Epoch e of a split is another seeded bijection of it. Nothing is
+    materialized: memory and startup do not grow with the corpus.
     """
 
     def __init__(self, stream: TokenStream, seq_len: int, seed: int, split: str = "train",
                  val_fraction: float = 0.05):
-        if split not in ("train", "val"):
-            raise ValueError(f"split must be train or val, not {split!r}")
+        if split not in ("train", "val", "all"):
+            raise ValueError(f"split must be train, val or all, not {split!r}")
         self.stream, self.seq_len, self.seed = stream, seq_len, seed
         n_windows = (stream.num_tokens - 1) // seq_len
-        if n_windows < 2:
+        if n_windows < (1 if split == "all" else 2):
+            what = f"validation shards of {stream.source}" if stream.source else "training shards"
             raise ValueError(
-                f"{stream.manifest_path} holds {stream.num_tokens} tokens: too few for even two "
-                f"samples of seq_len={seq_len}"
+                f"the {what} of {stream.manifest_path} hold {stream.num_tokens} tokens: too few for "
+                f"{'a sample' if split == 'all' else 'even two samples'} of seq_len={seq_len}"
             )
-        n_val = min(n_windows - 1, max(1, round(n_windows * val_fraction))) if val_fraction > 0 else 0
+        n_val = min(n_windows - 1, max(1, round(n_windows * val_fraction))) if val_fraction > 0 and split != "all" else 0
         self.holdout = WindowOrder(n_windows, (seed, 0))
         self.offset, self.size = (0, n_val) if split == "val" else (n_val, n_windows - n_val)
         self._epoch_order: tuple[int, WindowOrder] | None = None
@@ -244,3 +251,44 @@ class PackedSamples:
     def batch(self, indices) -> tuple[torch.Tensor, torch.Tensor]:
         t = torch.from_numpy(self.tokens(indices))
         return t[:, :-1], t[:, 1:]
+
+
+@dataclass
+class Splits:
+    """What a run trains on and evaluates: the training samples, and the validation sets with
+    their weights in the mixture's val_loss."""
+
+    train: PackedSamples
+    validation: dict[str, PackedSamples]  # by mixture source; "" for windows held out of the training stream
+    weights: dict[str, float]  # sum to 1
+    how: str  # one line for the log
+
+    @classmethod
+    def of(cls, stream: TokenStream, seq_len: int, seed: int, val_fraction: float) -> "Splits":
+        """The training stream's windows for training; each source's validation shards for
+        validation, val_loss weighting the sources by the mixture's target weights. A manifest
+        without validation shards: `val_fraction` of the training windows held out instead."""
+        held = stream.manifest.get("validation")
+        if held is None:
+            train = PackedSamples(stream, seq_len, seed, "train", val_fraction)
+            if val_fraction <= 0:
+                return cls(train, {}, {}, "validation: none (the manifest holds no validation shards; "
+                                          "data.val_fraction=0)")
+            return cls(train, {"": PackedSamples(stream, seq_len, seed, "val", val_fraction)}, {"": 1.0},
+                       f"validation: {val_fraction:.1%} of the training windows (data.val_fraction): the "
+                       "manifest holds no validation shards (made before dataprep held documents out), so "
+                       "documents the mixture repeats can sit in both splits and val_loss may be optimistic")
+        validation, left_out = {}, []
+        for name in held["sources"]:
+            source = TokenStream(stream.manifest_path, name)
+            if source.num_tokens > seq_len:
+                validation[name] = PackedSamples(source, seq_len, seed, "all")
+            else:
+                left_out.append(f"{name} ({source.num_tokens} tokens)")
+        targets = {name: float(stream.manifest["sources"][name]["target_weight"]) for name in validation}
+        total = sum(targets.values())
+        weights = {name: w / total for name, w in targets.items()} if total else {}
+        how = ("validation: held-out documents of " + ", ".join(f"{n} ({len(s)} windows)" for n, s in validation.items())
+               + "; val_loss weights them by the mixture's target weights; data.val_fraction is not used"
+               + (f"; too few held-out tokens for a window: {', '.join(left_out)}" if left_out else ""))
+        return cls(PackedSamples(stream, seq_len, seed, "all"), validation, weights, how)

@@ -111,3 +111,9 @@ class MetricsLog:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+
+def per_source_losses(record: dict) -> str:
+    """' (crawl 6.0123, books 6.4567)': a metrics row's validation loss per source, if it has any."""
+    losses = [f"{key.split('/', 1)[1]} {value:.4f}" for key, value in record.items() if key.startswith("val_loss/")]
+    return f" ({', '.join(losses)})" if losses else ""

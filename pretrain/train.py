@@ -30,9 +30,9 @@ from pretrain import resume
 from pretrain.checkpoint import Checkpointer
 from pretrain.comm import Collectives
 from pretrain.config import PretrainConfig
-from pretrain.data import BatchLayout, PackedSamples, TokenStream, data_fingerprint
+from pretrain.data import BatchLayout, PackedSamples, Splits, TokenStream, data_fingerprint
 from pretrain.loader import MicroBatch, Prefetcher
-from pretrain.metrics import MetricsLog, memory_gb, peak_tflops
+from pretrain.metrics import MetricsLog, memory_gb, peak_tflops, per_source_losses
 from pretrain.model import GPT, ModelConfig
 from pretrain.progress import SampleLog, StepFile, progress_bar, redirect_logging
 
@@ -84,7 +84,8 @@ class Run:
     world: int
     layout: BatchLayout
     train_set: PackedSamples
-    val_set: Optional[PackedSamples]
+    validation: dict[str, PackedSamples]  # by mixture source ("": windows held out of the training stream)
+    val_weights: dict[str, float]  # each validation set's share of val_loss
     engine: object
     device: torch.device
     comm: Collectives
@@ -124,8 +125,7 @@ def build(cfg: PretrainConfig) -> Run:
     if point and point.universal:
         ckpt.prepare_universal(point.folder, point.tag)
 
-    split = lambda name: PackedSamples(stream, mcfg.seq_len, cfg.data.seed, name, cfg.data.val_fraction)
-    train_set, val_set = split("train"), (split("val") if cfg.data.val_fraction > 0 else None)
+    splits = Splits.of(stream, mcfg.seq_len, cfg.data.seed, cfg.data.val_fraction)
 
     torch.manual_seed(cfg.train.seed)
     model = GPT(mcfg)
@@ -146,9 +146,10 @@ def build(cfg: PretrainConfig) -> Run:
         "model: %.2fM parameters (%s: %d layers, d_model %d, %d heads, vocab %d) | data: %d tokens, "
         "%d train samples of %d | %d ranks, global batch %d, ZeRO-%d, %s%s | device %s",
         model.num_params() / 1e6, mcfg.style, mcfg.n_layer, mcfg.d_model, mcfg.n_head, mcfg.vocab_size,
-        stream.num_tokens, len(train_set), mcfg.seq_len, world, layout.global_batch, cfg.zero.stage,
+        stream.num_tokens, len(splits.train), mcfg.seq_len, world, layout.global_batch, cfg.zero.stage,
         cfg.train.precision, ", activation checkpointing" if mcfg.activation_checkpointing else "", device,
     )
+    log.info("%s", splits.how)
     evaluator = None
     if cfg.eval.every_steps > 0 and cfg.eval.tasks:  # zero-shot tasks, tokenized once
         from pretrain import evaluate as zero_shot
@@ -156,8 +157,9 @@ def build(cfg: PretrainConfig) -> Run:
         tokenizer, eod_id = zero_shot.load_tokenizer(cfg.data.manifest)
         evaluator = zero_shot.Evaluator(cfg.eval, tokenizer, seq_len=mcfg.seq_len, eod_id=eod_id, rank=rank,
                                         world=world)
-    return Run(cfg, rank, world, layout, train_set, val_set, engine, device, Collectives(device), ckpt,
-               start_step, fingerprint, config_yaml, model.flops_per_token(), mcfg.seq_len, evaluator)
+    return Run(cfg, rank, world, layout, splits.train, splits.validation, splits.weights, engine, device,
+               Collectives(device), ckpt, start_step, fingerprint, config_yaml, model.flops_per_token(), mcfg.seq_len,
+               evaluator)
 
 
 def train_step(engine, batches: Iterator[MicroBatch], accum: int, device: torch.device) -> tuple[torch.Tensor, list[int]]:
@@ -176,17 +178,32 @@ def train_step(engine, batches: Iterator[MicroBatch], accum: int, device: torch.
 
 
 @torch.no_grad()
-def evaluate(r: Run) -> float:
-    """Mean loss over `train.eval_batches` micro batches per rank of the validation split."""
+def evaluate(r: Run) -> dict[str, float]:
+    """Validation losses: `val_loss/<source>`, the mean loss of each source's first
+    `train.eval_batches` x micro batch x ranks held-out windows (each once; all of them when it
+    has fewer), and `val_loss`, their mean weighted by the mixture's target weights. The losses
+    add up on the device and are reduced and read once, together."""
+    names = list(r.validation)
+    b, stride = r.cfg.train.micro_batch_size, r.cfg.train.micro_batch_size * r.world
+    sums = torch.zeros(len(names), dtype=torch.float64, device=r.device)
+    counts = []
     r.engine.eval()
-    layout = BatchLayout(r.cfg.train.micro_batch_size, 1, r.world)
-    total = torch.zeros((), dtype=torch.float64, device=r.device)
-    for b in range(r.cfg.train.eval_batches):
-        x, y = r.val_set.batch([i % len(r.val_set) for i in layout.indices(b, 0, r.rank)])
-        _, loss = r.engine(x.to(r.device), y.to(r.device))
-        total += loss.detach()
+    for k, name in enumerate(names):
+        samples = r.validation[name]
+        n = min(len(samples), r.cfg.train.eval_batches * stride)
+        counts.append(n)
+        # Every rank makes the same number of forward passes (ZeRO-3 gathers parameters in each);
+        # a rank past the end reads window 0 and adds it with weight 0.
+        for first in range(r.rank * b, math.ceil(n / stride) * stride, stride):
+            indices = [i for i in range(first, first + b) if i < n]
+            x, y = samples.batch(indices or [0])
+            _, loss = r.engine(x.to(r.device), y.to(r.device))
+            sums[k] += loss.detach() * len(indices)
     r.engine.train()
-    return r.comm.mean(total / r.cfg.train.eval_batches).item()
+    losses = {name: total / n for name, total, n in zip(names, r.comm.sum(sums).tolist(), counts)}
+    out = {"val_loss": sum(r.val_weights[name] * loss for name, loss in losses.items())}
+    out.update({f"val_loss/{name}": loss for name, loss in losses.items() if name})
+    return out
 
 
 class _Interval:
@@ -251,7 +268,7 @@ def loop(r: Run, on_checkpoint: Optional[Callable[[int, Path, dict], None]] = No
             bar.update(1)
             every = cfg.checkpoint.every_steps
             save = (every > 0 and done % every == 0) or (done == max_steps and cfg.checkpoint.at_end)
-            evaluate_now = r.val_set is not None and (
+            evaluate_now = bool(r.validation) and (
                 done == max_steps or (cfg.train.eval_every_steps and done % cfg.train.eval_every_steps == 0))
             zero_shot_now = r.evaluator is not None and _zero_shot_due(cfg, done, max_steps)
             if not (save or evaluate_now or zero_shot_now or done == r.start_step + 1 or done == max_steps
@@ -259,9 +276,9 @@ def loop(r: Run, on_checkpoint: Optional[Callable[[int, Path, dict], None]] = No
                 continue
             record = _record(r, done, interval, lr_at, peak)
             if evaluate_now:
-                record["val_loss"] = evaluate(r)
+                record.update(evaluate(r))
                 record["val_ppl"] = math.exp(min(record["val_loss"], 80.0))
-                summary["val_loss"] = record["val_loss"]
+                summary.update({k: v for k, v in record.items() if k.startswith("val_loss")})
             metrics.write(record)
             _log_line(record, max_steps, bar)
             if zero_shot_now:
@@ -327,5 +344,5 @@ def _log_line(record: dict, max_steps: int, bar) -> None:
         record["loss"], record["lr"], record["grad_norm"] or float("nan"), record["tokens_per_s"],
         f"  mfu {record['mfu']:.1%}" if record["mfu"] is not None else "",
         record.get("cuda_max_allocated_gb") or record["rss_gb"],
-        f"  val_loss {record['val_loss']:.4f} ppl {record['val_ppl']:.1f}" if "val_loss" in record else "",
+        f"  val_loss {record['val_loss']:.4f} ppl {record['val_ppl']:.1f}{per_source_losses(record)}" if "val_loss" in record else "",
     )

@@ -24,6 +24,9 @@ def run_module(module: str, *overrides: str, timeout: int = 600, check: bool = T
     return proc
 
 
+CORPUS_OVERRIDES = ("shards.shard_tokens=200000", "validation.seed=8")
+
+
 def damaged_jsonl(shared_data, folder):
     """A real JSON-lines sample with a line cut short, a non-UTF-8 line and a JSON value that is no
     object planted among its documents; returns the path and the sample's own rows."""
@@ -44,9 +47,10 @@ def shared_data() -> Path:
 
 @pytest.fixture(scope="session")
 def corpus(tmp_path_factory, shared_data) -> Path:
-    """The corpus job run once on the sample WARCs; returns its output_dir."""
+    """The corpus job run once on the sample WARCs; returns its output_dir. Validation seed 8 holds
+    out one of two near-duplicate crawl pages that dedup keeps (tests/test_holdout.py)."""
     out = tmp_path_factory.mktemp("corpus")
-    run_module("dataprep", f"output_dir={out}", "shards.shard_tokens=200000")
+    run_module("dataprep", f"output_dir={out}", *CORPUS_OVERRIDES)
     return out
 
 

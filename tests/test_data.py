@@ -150,3 +150,55 @@ def test_prefetcher_hands_a_read_error_to_the_training_thread(manifest):
     with pytest.raises(TypeError):
         with Prefetcher(samples, layout, rank=0, start_step=0, end_step=50, device=torch.device("cpu")) as p:
             list(p)
+
+
+def _write_set(folder, prefix, docs, shard_tokens=5000):
+    with ShardWriter(folder, prefix, np.uint16, shard_tokens=shard_tokens) as w:
+        for d in docs:
+            w.add_document(np.append(d, 999))
+    return w.shards
+
+
+def test_validation_reads_each_sources_held_out_shards_and_training_every_window(tmp_path):
+    """A manifest with validation shards: training windows are the whole training stream (nothing
+    held out of it), each source's validation windows come from its own shards, and val_loss
+    weights the sources by their target weights; a source too small for a window is named."""
+    from pretrain.data import Splits
+
+    rng = np.random.default_rng(1)
+    train_docs = [rng.integers(0, 500, size=rng.integers(5, 200)) for _ in range(200)]
+    held = {"web": [rng.integers(500, 700, size=150) for _ in range(4)], "books": [rng.integers(700, 900, size=90)],
+            "tiny": [rng.integers(0, 9, size=10)]}
+    manifest = {"tokenizer": {"vocab_size": 1000}, "shards": _write_set(tmp_path, "shard", train_docs),
+                "sources": {"web": {"target_weight": 0.6}, "books": {"target_weight": 0.2}, "tiny": {"target_weight": 0.2}},
+                "validation": {"sources": {name: {"shards": _write_set(tmp_path, f"val_{name}", docs)}
+                                           for name, docs in held.items()}}}
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    stream = TokenStream(tmp_path / "manifest.json")
+    splits = Splits.of(stream, 64, seed=4, val_fraction=0.05)
+    n_windows = (stream.num_tokens - 1) // 64
+    assert len(splits.train) == n_windows  # val_fraction is not used: no training window is held out
+    assert sorted(splits.train.windows(np.arange(n_windows)).tolist()) == list(range(n_windows))
+    assert set(splits.validation) == {"web", "books"} and "tiny (11 tokens)" in splits.how
+    assert splits.weights == pytest.approx({"web": 0.75, "books": 0.25})
+    for name, val in splits.validation.items():
+        flat = np.concatenate([np.append(d, 999) for d in held[name]])
+        assert len(val) == (len(flat) - 1) // 64
+        rows = val.tokens(np.arange(len(val)))
+        assert sorted(tuple(r) for r in rows) == sorted(tuple(flat[w * 64:w * 64 + 65]) for w in range(len(val)))
+    with pytest.raises(KeyError, match="no validation shards of source 'news'"):
+        TokenStream(tmp_path / "manifest.json", "news")
+
+
+def test_a_manifest_without_validation_shards_keeps_the_window_hold_out_and_says_so(manifest):
+    from pretrain.data import Splits
+
+    path, _, _ = manifest
+    stream = TokenStream(path)
+    splits = Splits.of(stream, 64, seed=1, val_fraction=0.1)
+    assert set(splits.validation) == {""} and splits.weights == {"": 1.0}
+    assert "data.val_fraction" in splits.how and "optimistic" in splits.how
+    expected = PackedSamples(stream, 64, seed=1, split="val", val_fraction=0.1)
+    assert splits.validation[""].windows(np.arange(len(expected))).tolist() == expected.windows(np.arange(len(expected))).tolist()
+    assert len(splits.train) + len(expected) == (stream.num_tokens - 1) // 64
+    assert Splits.of(stream, 64, seed=1, val_fraction=0.0).validation == {}

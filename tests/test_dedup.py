@@ -470,3 +470,37 @@ def test_standalone_command_on_jsonl_and_parquet(tmp_path):
     assert (stats["docs_in"], stats["docs_out"], stats["exact_duplicates"], stats["near_duplicates"],
             stats["clusters"], stats["largest_cluster"]) == (34, 31, 2, 1, 1, 2)
     assert (stats["exact_group_sizes"], stats["cluster_sizes"]) == ({"2": 2}, {"2": 1})
+
+
+def test_jsonl_input_is_converted_a_batch_at_a_time(tmp_path):
+    """dedup_job's JSON-lines input: 30,000 lines of 1 KB (their rows in Python ~ 50 MB) become
+    Parquet holding one batch at a time; a field only late lines have, and one that is an integer
+    on some lines and real on others, keep their values."""
+    import tracemalloc
+
+    from dataprep.dedup_job import jsonl_to_parquet_task
+
+    n, words = 30_000, " ".join(crawl_texts()[0].split()[:160])[:1000]
+    path = tmp_path / "big.jsonl.gz"
+    with gzip.open(path, "wt", encoding="utf-8") as f:
+        for i in range(n):
+            row = {"id": f"d{i:05d}", "text": f"{i} {words}"}
+            if i in (7, n - 2):
+                row["score"] = 1 if i == 7 else 0.5
+            if i == n - 1:
+                row["meta"] = {"url": "https://example.org/last"}
+            f.write(json.dumps(row) + "\n")
+    out = tmp_path / "big.parquet"
+    tracemalloc.start()
+    stats = jsonl_to_parquet_task(str(path), str(out))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    table = pq.read_table(out)
+    assert stats["docs_in"] == table.num_rows == n
+    assert table.column_names == ["id", "text", "score", "meta"]
+    assert table.schema.field("score").type == pa.float64()
+    scores = table.column("score").to_pylist()
+    assert (scores[7], scores[n - 2], scores[0]) == (1.0, 0.5, None)
+    assert table.column("meta").to_pylist()[-1] == {"url": "https://example.org/last"}
+    assert table.column("text").to_pylist()[12345] == f"12345 {words}"
+    assert peak < 8 * 2**20, f"peak {peak / 2**20:.1f} MiB of Python objects for a 30 MB file"

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -81,3 +80,6 @@ def test_two_ranks_reduce_on_the_device_and_sync_only_at_log_steps(corpus, tmp_p
     assert sorted({(z["step"], z["task"], z["metric"], z["n"]) for z in zero_shot}) == sorted(
         (step, task, metric, 2) for step in (EVAL, STEPS)
         for task, metric in (("lambada", "accuracy"), ("lambada", "perplexity"), ("wikitext2", "bits_per_byte")))
+    # One reduction and one read per evaluation, whatever the number of sources: each has its loss.
+    sources = json.loads((corpus / "manifest.json").read_text())["validation"]["sources"]
+    assert len(sources) == 4 and all(f"val_loss/{name}" in rows[-1] for name in sources)

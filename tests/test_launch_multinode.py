@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import REPO, SHARED_DATA, run_module
+from conftest import CORPUS_OVERRIDES, REPO, SHARED_DATA, run_module
 from launch.plan import hydra_quote
 from pretrain.comm import free_port
 from test_launch import hostile
@@ -174,9 +174,11 @@ def test_ray_cluster_trains_like_one_node_through_a_lost_worker(launch, ray_clus
 
 def test_dataprep_on_a_ray_cluster_matches_local(ray_cluster, corpus, tmp_path):
     out = tmp_path / "corpus"
-    run_module("dataprep", f"output_dir={out}", "shards.shard_tokens=200000", f"ray.address={ray_cluster.address}")
+    run_module("dataprep", f"output_dir={out}", *CORPUS_OVERRIDES, f"ray.address={ray_cluster.address}")
 
     def shards(d):
-        return [(s["bin_sha256"], s["idx_sha256"]) for s in json.loads((d / "manifest.json").read_text())["shards"]]
+        m = json.loads((d / "manifest.json").read_text())
+        held = [e for v in m["validation"]["sources"].values() for e in v["shards"]]
+        return [(s["bin_sha256"], s["idx_sha256"]) for s in m["shards"] + held]
 
     assert shards(out) == shards(corpus)

@@ -15,6 +15,7 @@ from conftest import REPO, damaged_jsonl, run_module
 from dataprep import mixture
 from dataprep.config import DataprepConfig, MixtureConfig, MixtureSourceConfig, register
 from dataprep.stages.sources import source_task
+from dataprep.shards import shard_lineage
 from dataprep.verify import verify
 
 register()
@@ -205,7 +206,7 @@ def test_demo_mixture_meets_its_weights(corpus):
     # as conf/dataprep.yaml says: the reference text is subsampled, the curated web upsampled
     assert min(s["epochs"] for s in sources.values()) < 1 < max(s["epochs"] for s in sources.values())
     # the lineage accounts for every source's documents and tokens, copies numbered 0, 1, ...
-    rows = [r for p in sorted(corpus.glob("shard_*.docs.parquet")) for r in pq.read_table(p).to_pylist()]
+    rows = _lineage(corpus, manifest)
     for name, s in sources.items():
         mine = [r for r in rows if r["mixture_source"] == name]
         assert len(mine) == s["documents"] and sum(r["tokens"] for r in mine) == s["tokens"]
@@ -214,7 +215,7 @@ def test_demo_mixture_meets_its_weights(corpus):
         copies.setdefault((r["mixture_source"], r["id"]), []).append(r["copy"])
     assert all(sorted(c) == list(range(len(c))) for c in copies.values())
     # sources interleave from the first shard on
-    first = pq.read_table(corpus / "shard_00000.docs.parquet").column("mixture_source").to_pylist()
+    first = pq.read_table(shard_lineage(corpus, manifest["shards"][0])).column("mixture_source").to_pylist()
     assert set(first) == set(sources)
     assert verify(corpus / "manifest.json") == []
 
@@ -245,9 +246,16 @@ def test_jsonl_source_and_token_budget_with_gpt2(shared_data, tmp_path):
     for s in m["sources"].values():
         assert abs(s["achieved_weight"] - s["target_weight"]) <= 0.01 or "note" in s
     assert m["sources"]["c4"]["epochs"] > 1  # 30 short C4 documents for 18k tokens: upsampled
-    rows = [r for p in sorted(out.glob("shard_*.docs.parquet")) for r in pq.read_table(p).to_pylist()]
+    rows = _lineage(out, m)
     c4 = [r for r in rows if r["mixture_source"] == "c4"]
     assert len(c4) == m["sources"]["c4"]["documents"] and {r["copy"] for r in c4} == {0, 1}
-    assert len({r["id"] for r in c4}) == 30  # every document at least once
+    held = m["validation"]["sources"]["c4"]
+    assert held["documents"] == 2  # 5% of 30, rounded up
+    assert len({r["id"] for r in c4}) == 30 - held["documents"] - held["overlapping_documents"]  # the others at least once
     assert len(m["shards"]) >= 10 and any(s["documents"] == 1 and s["tokens"] > 5000 for s in m["shards"])
     assert verify(out / "manifest.json") == []
+
+
+def _lineage(corpus, manifest):
+    """The lineage rows of a manifest's training shards, in stream order."""
+    return [r for e in manifest["shards"] for r in pq.read_table(shard_lineage(corpus, e)).to_pylist()]

@@ -13,16 +13,16 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from tokenizers import Tokenizer
 
-from conftest import REPO, SHARED_DATA, run_module
+from conftest import CORPUS_OVERRIDES, REPO, SHARED_DATA, run_module
 from dataprep import pipeline
 from dataprep.config import register
 from dataprep.dedup import normalize
-from dataprep.shards import IndexedShard, sha256_file
+from dataprep.shards import IndexedShard, sha256_file, shard_lineage, shard_prefix
 from dataprep.tasks import RerunMismatch
 
 register()
 
-STAGES = ["extract", "language", "filter", "quality", "dedup", "decontam", "tokenize"]
+STAGES = ["extract", "language", "filter", "quality", "dedup", "decontam", "tokenize", "holdout"]
 CRAWL_CHAIN = STAGES[:5]  # each of these reads the one before
 
 
@@ -58,12 +58,20 @@ def test_stats_account_for_every_document(corpus):
         assert clean[name]["docs_in"] == s["docs_out"]
     for name, c in clean.items():
         assert c["docs_in"] == c["docs_out"] + c["contaminated"]  # mode drop
-        assert by_source[name] == c["docs_out"] == manifest["sources"][name]["source_documents"] > 0
+        assert by_source[name] == c["docs_out"] > 0
     assert stages["decontam"]["docs_in"] == sum(c["docs_in"] for c in clean.values())
     assert stages["tokenize"]["docs_in"] == sum(by_source.values()) == stages["decontam"]["docs_out"]
     sets = stages["decontam"]["sets"]
     assert sets["lambada"]["examples"] == 5153 and sets["wikitext2_test"]["indexed_examples"] > 50
     assert stages["decontam"]["index"]["rows"] >= sets["lambada"]["ngrams"] + sets["wikitext2_test"]["ngrams"]
+    assert stages["holdout"]["docs_in"] == stages["tokenize"]["docs_out"]
+    held = stages["holdout"]["by_source"]
+    for name, h in held.items():  # the mixture plans the documents not held out, nor sharing text with them
+        v = manifest["validation"]["sources"][name]
+        assert h["documents"] == by_source[name]
+        assert (h["held_out"], h["overlaps_held_out"]) == (v["documents"], v["overlapping_documents"])
+        assert manifest["sources"][name]["source_documents"] == h["documents"] - h["held_out"] - h["overlaps_held_out"]
+        assert h["held_out"] == max(1, -(-h["documents"] // 20))  # validation.fraction 0.05, min 1
     assert stages["extract"]["docs_in"] > 200  # responses + conversions of the sample archives
     assert stages["extract"]["dropped"]["not_html"] > 0  # images, PDFs, robots.txt ...
     assert stages["filter"]["dropped"].get("too_short", 0) > 0
@@ -112,32 +120,41 @@ def test_shards_match_manifest_and_decode_to_kept_documents(corpus):
     assert manifest["dtype"] == "uint16" and len(manifest["shards"]) >= 2
     docs = _source_docs(corpus, manifest)
     written = Counter()
-    for entry in manifest["shards"]:
+    held = Counter()
+    validation = [(e, True) for v in manifest["validation"]["sources"].values() for e in v["shards"]]
+    for entry, held_out in [(e, False) for e in manifest["shards"]] + validation:
+        assert entry["bin"].startswith(manifest["shard_set"] + "/")
         assert sha256_file(corpus / entry["bin"]) == entry["bin_sha256"]
         assert sha256_file(corpus / entry["idx"]) == entry["idx_sha256"]
-        shard = IndexedShard(corpus / entry["name"])
+        shard = IndexedShard(shard_prefix(corpus, entry))
         assert shard.num_tokens == entry["tokens"] and len(shard) == entry["documents"]
-        lineage = pq.read_table(corpus / f"{entry['name']}.docs.parquet").to_pylist()
+        lineage = pq.read_table(shard_lineage(corpus, entry)).to_pylist()
         assert len(lineage) == len(shard)
         for row in lineage:
             assert row["id"] in docs[row["mixture_source"]]
-            written[row["mixture_source"], row["id"]] += 1
+            (held if held_out else written)[row["mixture_source"], row["id"]] += 1
         for row in lineage[:5]:
             seq = shard[row["sequence"]]
             assert seq[-1] == eod and eod not in seq[:-1]
             assert tok.decode(seq[:-1].tolist()) == docs[row["mixture_source"]][row["id"]]["text"]
     for name, s in manifest["sources"].items():
         assert sum(n for (src, _), n in written.items() if src == name) == s["documents"]
-    # the default mixture is sized by one epoch of the crawl: every kept crawl document exactly once
+    # each held-out document once, in its source's validation shards and never in training
+    assert set(held.values()) == {1} and not set(held) & set(written)
+    assert {src for src, _ in held} == set(manifest["sources"])
+    # the default mixture is sized by one epoch of the crawl: every kept crawl document exactly
+    # once, but those held out (or sharing text with them)
     crawl = next(n for n, s in manifest["sources"].items() if s["kind"] == "crawl")
     assert (manifest["mixture"]["anchor"], manifest["mixture"]["anchor_epochs"]) == (crawl, 1.0)
-    assert {doc_id: n for (src, doc_id), n in written.items() if src == crawl} == dict.fromkeys(docs[crawl], 1)
+    trained = {doc_id: n for (src, doc_id), n in written.items() if src == crawl}
+    assert set(trained.values()) == {1} and len(trained) == manifest["sources"][crawl]["source_documents"]
+    assert set(docs[crawl]) - set(trained) >= {doc_id for src, doc_id in held if src == crawl}
 
 
 def test_rerun_redoes_only_unfinished_tasks_and_ends_identical(corpus, tmp_path):
     copy = tmp_path / "corpus"
     shutil.copytree(corpus, copy)
-    before = {p.name: sha256_file(p) for p in copy.glob("shard_*")}
+    before = _shard_files(copy)
     scored = {p.name: sha256_file(p) for p in (copy / "quality").glob("*.parquet")}
     # Simulate a crash: one extract task, one quality task and one tokenize task never finished.
     victim = sorted((copy / "extract" / "_done").glob("*.json"))[0]
@@ -153,10 +170,9 @@ def test_rerun_redoes_only_unfinished_tasks_and_ends_identical(corpus, tmp_path)
     redo = next(p for p in cleaned if p.name.startswith("crawl__"))  # its output: decontam/crawl/<task>.parquet
     redo.unlink()
     (copy / "decontam" / "crawl" / (redo.stem.split("__", 1)[1] + ".parquet")).unlink()
-    for p in copy.glob("shard_*"):
-        p.unlink()
+    shutil.rmtree(copy / "shards")
     (copy / "manifest.json").unlink()
-    proc = run_module("dataprep", f"output_dir={copy}", "shards.shard_tokens=200000")
+    proc = run_module("dataprep", f"output_dir={copy}", *CORPUS_OVERRIDES)
     n = len(list((copy / "extract" / "_done").glob("*.json")))
     assert f"[extract] {n - 1}/{n} tasks already done" in proc.stdout
     assert f"[quality] {n - 1}/{n} tasks already done" in proc.stdout
@@ -165,7 +181,13 @@ def test_rerun_redoes_only_unfinished_tasks_and_ends_identical(corpus, tmp_path)
     n = len(list((copy / "sources" / "_done").glob("*.json")))
     assert f"[sources] {n - 1}/{n} tasks already done" in proc.stdout
     assert f"[decontam] {len(cleaned) - 1}/{len(cleaned)} tasks already done" in proc.stdout
-    assert {p.name: sha256_file(p) for p in copy.glob("shard_*")} == before
+    assert _shard_files(copy) == before
+
+
+def _shard_files(corpus):
+    """Every file of the shard set the manifest names, by name: its checksum."""
+    folder = corpus / json.loads((corpus / "manifest.json").read_text())["shard_set"]
+    return {p.name: sha256_file(p) for p in folder.iterdir()}
 
 
 @pytest.fixture
@@ -186,7 +208,7 @@ def job_config(*overrides: str):
 def test_a_rerun_skips_what_is_unchanged_and_redoes_what_a_changed_setting_shapes(corpus, tmp_path, ray_here, caplog):
     out = tmp_path / "corpus"
     shutil.copytree(corpus, out)
-    job = [f"output_dir={out}", "shards.shard_tokens=200000"]
+    job = [f"output_dir={out}", *CORPUS_OVERRIDES]
     before = json.loads((out / "stats.json").read_text())["stages"]
     markers = lambda: {p.relative_to(out): p.stat().st_mtime_ns for p in out.rglob("_done/*.json")}  # noqa: E731
     made = markers()
@@ -195,7 +217,8 @@ def test_a_rerun_skips_what_is_unchanged_and_redoes_what_a_changed_setting_shape
     with caplog.at_level(logging.INFO, logger="dataprep"):
         pipeline.run(job_config(*job))
     assert "tasks done" not in caplog.text and "other settings" not in caplog.text
-    for stage in ("extract", "quality", "exact_hash", "minhash", "lsh", "clusters", "resolve", "filter", "sources", "tokenize"):
+    for stage in ("extract", "quality", "exact_hash", "minhash", "lsh", "clusters", "resolve", "filter", "sources",
+                  "decontam", "tokenize", "holdout"):
         assert re.search(rf"\[{stage}\] (\d+)/\1 tasks already done, skipped", caplog.text), stage
     assert "[quality] model already done, skipped" in caplog.text and "[tokenize] tokenizer already done" in caplog.text
     assert markers() == made
@@ -250,14 +273,15 @@ def test_a_failed_task_fails_the_job_and_the_rerun_runs_only_it(corpus, tmp_path
     blocker.mkdir()
     (blocker / "keep").write_text("a folder where the task's output goes")
     (out / "manifest.json").unlink()
-    failed = run_module("dataprep", f"output_dir={out}", "shards.shard_tokens=200000", check=False)
+    failed = run_module("dataprep", f"output_dir={out}", *CORPUS_OVERRIDES, check=False)
     assert failed.returncode != 0 and not (out / "manifest.json").exists()
     assert not (out / "extract" / "_done" / f"{victim}.json").exists()
     assert "IsADirectoryError" in failed.stdout + failed.stderr
     shutil.rmtree(blocker)
-    rerun = run_module("dataprep", f"output_dir={out}", "shards.shard_tokens=200000")
+    rerun = run_module("dataprep", f"output_dir={out}", *CORPUS_OVERRIDES)
     assert f"[extract] {len(tasks) - 1}/{len(tasks)} tasks already done" in rerun.stdout
-    for pattern in ("shard_*", "extract/*.parquet", "extract/dropped/*.parquet", "quality/*.parquet",
+    assert _shard_files(out) == _shard_files(corpus)
+    for pattern in ("extract/*.parquet", "extract/dropped/*.parquet", "quality/*.parquet",
                     "quality/model.safetensors"):
         ours = {p.relative_to(out): sha256_file(p) for p in out.glob(pattern)}
         assert ours and ours == {p.relative_to(corpus): sha256_file(p) for p in corpus.glob(pattern)}, pattern

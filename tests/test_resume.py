@@ -144,21 +144,27 @@ def test_export_of_zero3_shards_is_the_trained_model(zero3_straight, corpus, tmp
     folder gives the same logits as our model (atol 1e-4, fp32)."""
     transformers = pytest.importorskip("transformers")
     from pretrain import export
-    from pretrain.data import PackedSamples, TokenStream
+    from pretrain.data import Splits, TokenStream
 
     written = export.export(zero3_straight, tmp_path / "export")
     ours = export.load(written["model"])
     assert sorted(p.name for p in written["hf"].iterdir()) == [
         "config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"]
 
-    # What evaluate() read at the last step: 4 batches x 2 ranks x 4 = val samples 0..31.
-    stream = TokenStream(corpus / "manifest.json")
-    val = PackedSamples(stream, ours.cfg.seq_len, 5, "val", 0.05)
-    x, y = val.batch([i % len(val) for i in range(32)])
-    with torch.no_grad():
-        logits = ours(x)
-        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), y.reshape(-1))
-    assert float(loss) == pytest.approx(_metrics(zero3_straight)[-1]["val_loss"], abs=1e-4)
+    # What evaluate() read at the last step: per source, its held-out windows 0..31 (4 batches x
+    # 2 ranks x 4), or all of them when it has fewer; val_loss weighs them by the target weights.
+    splits = Splits.of(TokenStream(corpus / "manifest.json"), ours.cfg.seq_len, 5, 0.05)
+    measured = _metrics(zero3_straight)[-1]
+    assert any(len(val) < 32 for val in splits.validation.values())  # a rank evaluates nothing of it
+    mixture = 0.0
+    for name, val in splits.validation.items():
+        x, y = val.batch(range(min(len(val), 32)))
+        with torch.no_grad():
+            logits = ours(x)
+            loss = float(F.cross_entropy(logits.view(-1, logits.size(-1)), y.reshape(-1)))
+        assert loss == pytest.approx(measured[f"val_loss/{name}"], abs=1e-4), name
+        mixture += splits.weights[name] * loss
+    assert mixture == pytest.approx(measured["val_loss"], abs=1e-4)
 
     hf = transformers.LlamaForCausalLM.from_pretrained(written["hf"], dtype=torch.float32).eval()
     with torch.no_grad():

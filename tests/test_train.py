@@ -51,9 +51,19 @@ def test_two_rank_training_learns_and_reports(straight, corpus):
     assert abs(first - math.log(vocab)) < 0.5
     assert last < first - 1.0, (first, last)
     assert "val_loss" in records[-1] and records[-1]["val_loss"] < first - 1.0
+    # Validation: each source's held-out documents, and the mixture's loss weighted by the targets.
+    manifest = json.loads((corpus / "manifest.json").read_text())
+    per_source = {name: records[-1][f"val_loss/{name}"] for name in manifest["validation"]["sources"]}
+    assert set(per_source) == set(manifest["sources"]) and all(v < first - 1.0 for v in per_source.values())
+    assert records[-1]["val_loss"] == pytest.approx(
+        sum(manifest["sources"][n]["target_weight"] * v for n, v in per_source.items()), rel=1e-6)
+    assert "val_loss/" not in "".join(k for r in records[:-1] for k in r)  # only the steps that evaluate
+    assert "validation: held-out documents of crawl (" in proc.stdout
     # The launcher says where the run lives and how the loss moved.
     assert f"run_dir: {run_dir}" in proc.stdout
     assert f"loss: first {first:.4f} (step 1), last {records[-1]['loss']:.4f} (step {STEPS})" in proc.stdout
+    crawl = next(n for n in per_source)
+    assert f"val_loss: {records[-1]['val_loss']:.4f} (step {STEPS}) ({crawl} {per_source[crawl]:.4f}, " in proc.stdout
     assert "2 ranks, global batch 8, ZeRO-2" in proc.stdout
 
 
@@ -67,7 +77,7 @@ def test_metrics_reach_tensorboard_with_memory_and_perplexity(straight):
     events = EventAccumulator(str(run_dir / "tensorboard"))
     events.Reload()
     assert {"train/loss", "train/lr", "train/grad_norm", "train/tokens_per_s", "train/rss_gb",
-            "val/val_loss", "val/val_ppl"} <= set(events.Tags()["scalars"])
+            "val/val_loss", "val/val_ppl", "val/val_loss/crawl", "val/val_loss/books"} <= set(events.Tags()["scalars"])
     losses = events.Scalars("train/loss")
     assert [e.step for e in losses] == [r["step"] for r in records]
     assert [e.value for e in losses] == pytest.approx([r["loss"] for r in records], rel=1e-6)

@@ -5,12 +5,13 @@ import json
 import shutil
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from tokenizers import Tokenizer
 
 from conftest import run_module
-from dataprep.shards import IndexedShard
+from dataprep.shards import IndexedShard, shard_lineage, shard_prefix
 from dataprep.verify import lineage, verify
 
 
@@ -19,9 +20,16 @@ def shards(corpus, tmp_path):
     """A copy of the corpus job's shard set (what a trainer gets): manifest, tokenizer, shards."""
     out = tmp_path / "shards"
     out.mkdir()
-    for p in [corpus / "manifest.json", corpus / "tokenizer.json", *corpus.glob("shard_*")]:
+    for p in [corpus / "manifest.json", corpus / "tokenizer.json"]:
         shutil.copy(p, out / p.name)
+    folder = json.loads((corpus / "manifest.json").read_text())["shard_set"]
+    shutil.copytree(corpus / folder, out / folder)
     return out
+
+
+def _file(root, entry, suffix):
+    """A shard's file: `.bin`, `.idx` or `.docs.parquet`."""
+    return shard_lineage(root, entry) if suffix == ".docs.parquet" else shard_prefix(root, entry).with_suffix(suffix)
 
 
 def _problems_about(problems, shard):
@@ -32,6 +40,7 @@ def test_intact_shards_pass(shards):
     assert verify(shards / "manifest.json") == []
     proc = run_module("dataprep.verify", str(shards / "manifest.json"), timeout=120)
     assert proc.stdout.startswith("OK ") and "target" in proc.stdout and "achieved" in proc.stdout
+    assert "validation: " in proc.stdout and "documents" in proc.stdout
 
 
 def _damage(path, how):
@@ -50,28 +59,28 @@ def test_missing_truncated_and_altered_shards_are_reported(shards, how):
     m = json.loads((shards / "manifest.json").read_text())
     assert len(m["shards"]) >= 2
     victim = m["shards"][-1]["name"]
-    _damage(shards / f"{victim}.bin", how)
+    _damage(_file(shards, m["shards"][-1], ".bin"), how)
     problems = verify(shards / "manifest.json")
     assert problems and all(p.startswith(f"{victim}:") for p in problems), problems  # the others are fine
-    assert how in problems[0] and f"{victim}.bin" in problems[0]
+    assert how in problems[0] and m["shards"][-1]["bin"] in problems[0]
     if how == "missing":
         proc = run_module("dataprep.verify", str(shards / "manifest.json"), check=False, timeout=120)
-        assert proc.returncode == 1 and f"FAIL {victim}: missing {victim}.bin" in proc.stdout
+        assert proc.returncode == 1 and f"FAIL {victim}: missing {m['shards'][-1]['bin']}" in proc.stdout
 
 
 def test_altered_index_and_lineage_are_reported(shards):
     m = json.loads((shards / "manifest.json").read_text())
     a, b = (s["name"] for s in m["shards"][:2])
-    shard = IndexedShard(shards / a)
+    shard = IndexedShard(shard_prefix(shards, m["shards"][0]))
     assert len(shard) >= 2
     # move a document boundary: the index still parses, the sizes still add up, the content lies
-    idx = bytearray((shards / f"{a}.idx").read_bytes())
+    idx = bytearray(_file(shards, m["shards"][0], ".idx").read_bytes())
     sizes = np.frombuffer(idx, "<i4", len(shard), 34).copy()
     sizes[0] += 1
     sizes[1] -= 1
     idx[34:34 + 4 * len(shard)] = sizes.tobytes()
-    (shards / f"{a}.idx").write_bytes(bytes(idx))
-    (shards / f"{b}.docs.parquet").unlink()
+    _file(shards, m["shards"][0], ".idx").write_bytes(bytes(idx))
+    _file(shards, m["shards"][1], ".docs.parquet").unlink()
     problems = verify(shards / "manifest.json")
     about_a = _problems_about(problems, a)
     assert any(".idx altered" in p for p in about_a)
@@ -100,6 +109,30 @@ def test_weights_and_tokenizer_are_checked(shards):
     assert [p for p in verify(path) if p.startswith("tokenizer")] == ["tokenizer: tokenizer.json altered: sha256 differs from the manifest's"]
 
 
+def test_validation_shards_are_checked_and_kept_out_of_training(shards, tmp_path):
+    path = shards / "manifest.json"
+    m = json.loads(path.read_text())
+    held = m["validation"]["sources"]
+    name = max(held, key=lambda n: held[n]["documents"])
+    entry = held[name]["shards"][0]
+    # A training shard's lineage that names a held-out document: the held-out text is in training.
+    leaked = tmp_path / "leaked"
+    shutil.copytree(shards, leaked)
+    victim = pq.read_table(_file(leaked, entry, ".docs.parquet")).column("id")[0].as_py()
+    lineage_file = _file(leaked, m["shards"][0], ".docs.parquet")
+    rows = pq.read_table(lineage_file)
+    ids = rows.column("id").to_pylist()
+    ids[rows.column("mixture_source").to_pylist().index(name)] = victim
+    pq.write_table(rows.set_column(rows.schema.get_field_index("id"), "id", pa.array(ids)), lineage_file)
+    assert verify(leaked / "manifest.json") == [f"{m['shards'][0]['name']}: holds 1 document(s) held out for validation"]
+    # A damaged validation shard, and counts that disagree with the manifest.
+    _damage(_file(shards, entry, ".bin"), "altered")
+    assert verify(path) == [f"{entry['name']}: {entry['bin']} altered: sha256 differs from the manifest's"]
+    held[name]["tokens"] += 1
+    path.write_text(json.dumps(m))
+    assert any(p.startswith(f"validation {name}: its shards hold") for p in verify(path))
+
+
 def _documents(corpus, manifest):
     docs = {}
     for name, s in manifest["sources"].items():
@@ -114,7 +147,7 @@ def test_lineage_finds_the_documents_of_any_tokens(corpus):
     manifest = json.loads((corpus / "manifest.json").read_text())
     docs = _documents(corpus, manifest)
     tok = Tokenizer.from_file(str(corpus / "tokenizer.json"))
-    stream = np.concatenate([IndexedShard(corpus / s["name"]).tokens for s in manifest["shards"]])
+    stream = np.concatenate([IndexedShard(shard_prefix(corpus, s)).tokens for s in manifest["shards"]])
     assert len(stream) == manifest["total_tokens"]
     rng = np.random.default_rng(0)
     for offset in [0, len(stream) - 1, *rng.integers(0, len(stream), 20).tolist()]:

@@ -7,7 +7,9 @@
   decontam  per documents file of every source: drop (or flag) those sharing an n-gram with an
             evaluation set (the sets' index built once)
   tokenize  the tokenizer (trained once, or given), then per documents file: tokens
-  shards    the weighted mixture: token shards, their lineage and the manifest
+  holdout   per source, the documents held out for validation; per tokens file: the training
+            documents that share text with them
+  shards    the weighted mixture and the validation shards: one shard set, its lineage, the manifest
 
 Each owns one folder of output_dir (dataprep/layout.py) and has the same shape: `NAME`, its Ray
 task(s), and `run(layout, inputs) -> (outputs, stats)`. `inputs` holds the job's config, its input
