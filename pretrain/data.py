@@ -16,20 +16,31 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from dataprep.shards import IndexedShard, shard_prefix, stream_shards
+from dataprep.shards import shard_prefix, stream_shards
 
 
 class TokenStream:
     """The training shards of a manifest (or, with `source`, that mixture source's validation
-    shards) as one flat, memory-mapped token sequence."""
+    shards) as one flat, memory-mapped token sequence.
 
-    def __init__(self, manifest_path: str | Path, source: str | None = None):
+    Built from the manifest alone (each shard's token count, and a size check of its .bin), so
+    that startup and memory do not grow with the documents: a corpus of 10^9 documents has
+    gigabytes of .idx (document boundaries the stream does not need) and tens of thousands of
+    shards. The .bin files are mapped when first read, at most `open_shards` at a time (least
+    recently read unmapped first): a rank never holds a descriptor per shard."""
+
+    OPEN_SHARDS = 64
+
+    def __init__(self, manifest_path: str | Path, source: str | None = None, open_shards: int = OPEN_SHARDS):
         self.manifest_path = Path(manifest_path)
         if not self.manifest_path.is_file():
             raise FileNotFoundError(
@@ -40,19 +51,32 @@ class TokenStream:
         self.source = source
         root = self.manifest_path.parent
         entries = stream_shards(self.manifest, source)
-        self.shards = [IndexedShard(shard_prefix(root, s)) for s in entries]
-        for shard, entry in zip(self.shards, entries):
-            if shard.num_tokens != entry["tokens"]:
-                raise ValueError(
-                    f"shard {entry['name']} holds {shard.num_tokens} tokens, "
-                    f"the manifest says {entry['tokens']}"
-                )
-        self.offsets = np.cumsum([0] + [s.num_tokens for s in self.shards])
+        self.dtype = np.dtype(self.manifest.get("dtype", "uint16"))
+        self.paths = [str(shard_prefix(root, s)) + ".bin" for s in entries]
+        for path, entry in zip(self.paths, entries):
+            held = os.path.getsize(path) // self.dtype.itemsize
+            if held != entry["tokens"] or os.path.getsize(path) % self.dtype.itemsize:
+                raise ValueError(f"shard {entry['name']} holds {held} tokens, the manifest says {entry['tokens']}")
+        self.offsets = np.cumsum([0] + [int(s["tokens"]) for s in entries])
         self.num_tokens = int(self.offsets[-1])
+        self.open_shards = max(1, open_shards)
+        self._mapped: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
 
     @property
     def vocab_size(self) -> int:
         return int(self.manifest["tokenizer"]["vocab_size"])
+
+    def _tokens(self, i: int) -> np.ndarray:
+        """Shard i's tokens, memory-mapped (the least recently read shard unmapped when too many are)."""
+        with self._lock:
+            tokens = self._mapped.pop(i, None)
+            if tokens is None:
+                tokens = np.memmap(self.paths[i], dtype=self.dtype, mode="r")
+                while len(self._mapped) >= self.open_shards:
+                    self._mapped.popitem(last=False)
+            self._mapped[i] = tokens
+            return tokens
 
     def read(self, start: int, length: int, out: np.ndarray | None = None) -> np.ndarray:
         """Tokens [start, start + length) of the stream, crossing shard boundaries as needed
@@ -63,9 +87,10 @@ class TokenStream:
         i = int(np.searchsorted(self.offsets, start, side="right")) - 1
         pos = start - int(self.offsets[i])
         while filled < length:
-            chunk = self.shards[i].tokens[pos : pos + length - filled]
-            out[filled : filled + len(chunk)] = chunk
-            filled += len(chunk)
+            if self.offsets[i + 1] > self.offsets[i]:  # an empty shard maps nothing
+                chunk = self._tokens(i)[pos : pos + length - filled]
+                out[filled : filled + len(chunk)] = chunk
+                filled += len(chunk)
             i, pos = i + 1, 0
         return out
 

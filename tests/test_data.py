@@ -1,6 +1,7 @@
 """The training sample order is a pure function of (manifest, seed, index)."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -70,6 +71,20 @@ def test_ranks_take_disjoint_consecutive_slices():
     assert len(set(seen)) == len(seen)
     # Resuming at step 2 reads exactly what an uninterrupted run reads at step 2.
     assert list(layout.indices(2, 1, 2)) == list(range(2 * 24 + 1 * 12 + 2 * 4, 2 * 24 + 1 * 12 + 3 * 4))
+
+
+def test_stream_needs_no_index_files_and_maps_few_shards_at_once(manifest):
+    """At scale a manifest lists tens of thousands of shards whose .idx files hold every document
+    boundary: the stream reads neither, and keeps only `open_shards` shards mapped."""
+    path, flat, n_shards = manifest
+    for idx in path.parent.glob("*.idx"):
+        idx.unlink()
+    stream = TokenStream(path, open_shards=2)
+    assert n_shards > 4
+    for start in range(0, len(flat) - 300, 997):  # across every shard, back and forth
+        assert np.array_equal(stream.read(start, 300), flat[start:start + 300])
+        assert len(stream._mapped) <= 2
+    assert np.array_equal(stream.read(0, 10), flat[:10])
 
 
 def test_manifest_that_disagrees_with_shards_is_refused(manifest):
@@ -145,9 +160,9 @@ def test_prefetcher_hands_a_read_error_to_the_training_thread(manifest):
 
     path, _, _ = manifest
     samples = PackedSamples(TokenStream(path), 32, seed=2)
-    samples.stream.shards[0].tokens = None  # a shard that cannot be read
+    Path(samples.stream.paths[0]).unlink()  # a shard gone after the stream was opened
     layout = BatchLayout(micro_batch_size=2, grad_accum_steps=1, world_size=1)
-    with pytest.raises(TypeError):
+    with pytest.raises(FileNotFoundError):
         with Prefetcher(samples, layout, rank=0, start_step=0, end_step=50, device=torch.device("cpu")) as p:
             list(p)
 
