@@ -188,15 +188,19 @@ class TaskRunner:
         return marker_path(self.stage_dir, task)
 
     def run(self, fn: Callable[..., dict], tasks: dict[str, tuple],
-            fingerprints: Fingerprint | dict[str, Fingerprint]) -> dict[str, dict]:
+            fingerprints: Fingerprint | dict[str, Fingerprint],
+            shared: Callable[[], tuple] | None = None) -> dict[str, dict]:
         """Run fn(*args) for each task not done as `fingerprints` (one for all tasks, or one each)
-        say it would be made now; returns every task's statistics."""
+        say it would be made now; returns every task's statistics. shared(): more arguments every
+        task gets after its own (an index they all read), made once, and only when a task is left
+        to run: a rerun of a finished stage neither makes them nor starts Ray."""
         fps = fingerprints if isinstance(fingerprints, dict) else dict.fromkeys(tasks, fingerprints)
         results = self.reruns.finished(self.stage, self.stage_dir, {n: (self.marker(n), fps[n]) for n in tasks})
         pending: dict[Any, str] = {}
+        extra = shared() if shared is not None and len(results) < len(tasks) else ()
         for name, args in tasks.items():
             if name not in results:
-                pending[_remote.remote(fn, str(self.marker(name)), fps[name].to_json(), args)] = name
+                pending[_remote.remote(fn, str(self.marker(name)), fps[name].to_json(), (*args, *extra))] = name
         if len(results):
             log.info("[%s] %d/%d tasks already done, skipped", self.stage, len(results), len(tasks))
         start, docs, last_report = time.perf_counter(), 0, 0.0

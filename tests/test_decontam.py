@@ -18,6 +18,7 @@ from dataprep import mixture
 from dataprep.config import DataprepConfig, DecontamConfig, EvalSetConfig, MixtureSourceConfig, register
 from dataprep.decontam import build_index
 from dataprep.documents import new_document, write_documents
+from dataprep.fingerprint import Fingerprint, file_identity
 from dataprep.layout import CorpusLayout
 from dataprep.readers import glob_files, read_jsonl
 from dataprep.shingling import word_ngrams64, wordhash_shingles
@@ -96,7 +97,7 @@ def test_planted_passages_are_dropped_and_common_phrases_kept(index, planted, tm
     path = tmp_path / "docs.parquet"
     write_documents(path, docs)
     kept, dropped = tmp_path / "kept.parquet", tmp_path / "dropped.parquet"
-    s = decontam.decontam_task(str(path), built, "drop", str(kept), str(dropped), 3)
+    s = decontam.decontam_task(str(path), "drop", str(kept), str(dropped), 3, built)
     gone = {r["id"]: r for r in pq.read_table(dropped).to_pylist()}
     assert set(gone) == {docs[i]["id"] for i in expected}
     assert {r["drop_reason"] for r in gone.values()} == {"contaminated"}
@@ -114,7 +115,7 @@ def test_mark_mode_keeps_and_flags(index, planted, tmp_path):
     docs, expected = planted
     path = tmp_path / "docs.parquet"
     write_documents(path, docs)
-    s = decontam.decontam_task(str(path), built, "mark", str(tmp_path / "k.parquet"), str(tmp_path / "d.parquet"), 3)
+    s = decontam.decontam_task(str(path), "mark", str(tmp_path / "k.parquet"), str(tmp_path / "d.parquet"), 3, built)
     rows = pq.read_table(tmp_path / "k.parquet").to_pylist()
     assert len(rows) == 12 and pq.read_table(tmp_path / "d.parquet").num_rows == 0
     assert {r["id"]: r["contamination"] for r in rows if r["contamination"]} == {docs[i]["id"]: n for i, n in expected.items()}
@@ -199,7 +200,11 @@ def test_stage_on_ray_drops_counts_per_set_and_resumes(ray_local, planted, tmp_p
     articles = list(mixture.read_source_file(glob_files(wiki.paths)[0], "wikipedia", wiki.as_source()))
     write_documents(curated, [new_document("wiki/a", articles[5]["text"]), new_document("wiki/b", "A short page.")])
     cfg = DataprepConfig(decontam=_decontam_config())
-    inputs = StageInputs(cfg, {}, {}, {sources.NAME: {"crawl": {"crawl": str(crawl)}, "wikipedia": {"wiki": str(curated)}}})
+    documents = {"crawl": {"crawl": str(crawl)}, "wikipedia": {"wiki": str(curated)}}
+    # what shapes the documents before the stage: here, the files themselves (no earlier stage ran)
+    before = {name: {task: Fingerprint({}, {"file": file_identity(f)}) for task, f in files.items()}
+              for name, files in documents.items()}
+    inputs = StageInputs(cfg, {}, {}, {sources.NAME: documents}, _memo={sources.NAME: before})
     terminal = _Terminal()
     monkeypatch.setattr(sys, "stderr", terminal)
     outputs, stats = decontam.run(layout, inputs)
@@ -216,6 +221,11 @@ def test_stage_on_ray_drops_counts_per_set_and_resumes(ray_local, planted, tmp_p
     lam, wt = s["sets"]["lambada"], s["sets"]["wikitext2_test"]
     assert (lam["documents"], lam["examples_hit"], lam["example_ids"]) == (1, 1, ["lambada/lambada_test.jsonl#100"])
     assert wt["documents"] == 2 and wt["document_ids"] == [docs[4]["id"], "wiki/a"]
-    assert f"wikitext2_test/wikitext-2_test.txt#5" in wt["example_ids"]
+    assert "wikitext2_test/wikitext-2_test.txt#5" in wt["example_ids"]
+
+    def no_index(*args, **kwargs):
+        raise AssertionError("a rerun with every task done built the index")
+    monkeypatch.setattr(decontam, "build_index", no_index)
     again, stats_again = decontam.run(layout, inputs)
     assert again == outputs and json.dumps(stats_again["stages"]["decontam"]["sets"]) == json.dumps(s["sets"])
+    assert stats_again["stages"]["decontam"]["index"] == s["index"]

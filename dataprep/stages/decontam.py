@@ -30,14 +30,16 @@ from dataprep.tasks import TaskRunner
 NAME = "decontam"
 REASON = "contaminated"
 BATCH = 1024
+INDEX_INFO = "index_info"  # in each task's statistics: what the index it read held
 log = logging.getLogger("dataprep")
 
 
-def decontam_task(docs_path: str, index: EvalIndex | ray.ObjectRef, mode: str, kept_out: str, dropped_out: str,
-                  max_ids: int) -> dict:
+def decontam_task(docs_path: str, mode: str, kept_out: str, dropped_out: str, max_ids: int,
+                  index: EvalIndex | ray.ObjectRef, index_info: dict | None = None) -> dict:
     """One documents file: each document sharing an n-gram with an evaluation set is dropped
     (mode drop) or flagged (mode mark). Per set: the documents that share n-grams with it (count,
-    the first max_ids ids) and the numbers of the set's examples they share them with."""
+    the first max_ids ids) and the numbers of the set's examples they share them with. index_info
+    (what the index holds) is kept with them, for a rerun that finds every task done."""
     t0 = time.perf_counter()
     if isinstance(index, ray.ObjectRef):
         index = ray.get(index)  # the arrays are mapped from the object store, not copied
@@ -65,17 +67,25 @@ def decontam_task(docs_path: str, index: EvalIndex | ray.ObjectRef, mode: str, k
     s["contaminated"] = contaminated  # dropped, or kept with a flag
     s["sets"] = {name: {**f, "examples": sorted(f["examples"])} for name, f in found.items()}
     s["seconds"] = time.perf_counter() - t0
+    if index_info is not None:
+        s[INDEX_INFO] = index_info
     return s
 
 
-def eval_texts(cfg: DecontamConfig, name: str, ids: list[str]) -> Iterator[str]:
-    """The texts of the examples of evaluation set `name`, in order (file after file, as
-    mixture.read_source_file reads them); their ids are appended to `ids`."""
+def eval_documents(cfg: DecontamConfig, name: str) -> Iterator[tuple[str, str]]:
+    """(id, text) of each example of evaluation set `name`, in order (file after file, as
+    mixture.read_source_file reads them)."""
     s = cfg.sets[name]
     for path in glob_files(s.paths):
         for doc in mixture.read_source_file(Path(path), name, s.as_source()):
-            ids.append(doc["id"])
-            yield doc["text"]
+            yield doc["id"], doc["text"]
+
+
+def eval_texts(cfg: DecontamConfig, name: str, ids: list[str]) -> Iterator[str]:
+    """The texts of the examples of evaluation set `name`, in order; their ids are appended to `ids`."""
+    for doc_id, text in eval_documents(cfg, name):
+        ids.append(doc_id)
+        yield text
 
 
 def fingerprints(inputs: StageInputs) -> dict[str, dict[str, Fingerprint]]:
@@ -102,24 +112,38 @@ def run(layout: CorpusLayout, inputs: StageInputs) -> tuple[dict[str, dict[str, 
     d, docs = inputs.cfg.decontam, inputs.outputs[sources.NAME]
     if not d.enabled or not d.sets:
         return docs, {}
-    t0 = time.perf_counter()
     example_ids: dict[str, list[str]] = {name: [] for name in d.sets}
-    index, info = build_index({name: eval_texts(d, name, ids) for name, ids in example_ids.items()}, d.ngram,
-                              {name: s.placeholder for name, s in d.sets.items() if s.placeholder})
-    built = time.perf_counter() - t0
-    log.info("decontam: %d-grams of %s: %d rows, %.1f MB, built in %.1fs", d.ngram,
-             ", ".join(f"{name} ({i['examples']} examples)" for name, i in info.items()), len(index.hashes),
-             index.nbytes / 2**20, built)
-    index_ref = ray.put(index)
-    tasks = {source_task_name(name, task): (path, index_ref, d.mode, layout.documents(NAME, task, name),
+    built: dict[str, dict] = {}
+
+    def shared() -> tuple:
+        """The index (built only when a task is left to run) and what it holds."""
+        t0 = time.perf_counter()
+        index, info = build_index({name: eval_texts(d, name, ids) for name, ids in example_ids.items()}, d.ngram,
+                                  {name: s.placeholder for name, s in d.sets.items() if s.placeholder})
+        seconds = time.perf_counter() - t0
+        log.info("decontam: %d-grams of %s: %d rows, %.1f MB, built in %.1fs", d.ngram,
+                 ", ".join(f"{name} ({i['examples']} examples)" for name, i in info.items()), len(index.hashes),
+                 index.nbytes / 2**20, seconds)
+        built.update(sets=info, index={"rows": len(index.hashes), "bytes": index.nbytes, "seconds": round(seconds, 3)})
+        return ray.put(index), built
+
+    tasks = {source_task_name(name, task): (path, d.mode, layout.documents(NAME, task, name),
                                             layout.dropped(NAME, task, name), d.example_ids)
              for name, files in docs.items() for task, path in files.items()}
     made_as = {source_task_name(name, task): fp for name, files in fingerprints(inputs).items()
                for task, fp in files.items()}
-    results = TaskRunner(NAME, layout.stage_dir(NAME), inputs.reruns).run(decontam_task, tasks, made_as)
-    s = merge(results.values())
-    s.update(mode=d.mode, ngram=d.ngram,
-             index={"rows": len(index.hashes), "bytes": index.nbytes, "seconds": round(built, 3)})
+    results = TaskRunner(NAME, layout.stage_dir(NAME), inputs.reruns).run(decontam_task, tasks, made_as, shared)
+    if not built:  # every task was done: what the index held is in their markers, the sets' ids in the files
+        kept = next((r[INDEX_INFO] for r in results.values() if INDEX_INFO in r), None)
+        if kept is None:  # no task, or markers written before they kept it
+            shared()
+        else:
+            built.update(kept)
+            for name, ids in example_ids.items():
+                ids.extend(doc_id for doc_id, _ in eval_documents(d, name))
+    info = built["sets"]
+    s = merge({k: v for k, v in r.items() if k != INDEX_INFO} for r in results.values())
+    s.update(mode=d.mode, ngram=d.ngram, index=built["index"])
     s["by_source"] = {}
     for name, files in docs.items():
         parts = [results[source_task_name(name, task)] for task in files]
