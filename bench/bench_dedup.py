@@ -183,7 +183,8 @@ class RecordingRunner(TaskRunner):
 SIZES = {"exact_hash": ("docs_in", None), "exact_groups": ("docs_in", EXACT_RECORD_BYTES),
          "minhash": ("docs_in", None), "lsh": ("records", BAND_RECORD_BYTES),
          "components: edges": ("edges", None), "large-star": ("records", COMPONENT_EDGE_BYTES // 2),
-         "small-star": ("records", COMPONENT_EDGE_BYTES), "clusters": ("docs_in", None), "filter": ("docs_in", None)}
+         "small-star": ("records", COMPONENT_EDGE_BYTES), "clusters": ("docs_in", None), "resolve": ("docs_in", None),
+         "filter": ("docs_in", None)}
 
 
 def bench_scale(work: Path, files: dict[str, str], n: int, budget_mb: float, partitions: int | None) -> None:

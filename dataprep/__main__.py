@@ -1,5 +1,6 @@
 """`python -m dataprep [hydra overrides]`: the corpus job on local Ray or RAY_ADDRESS."""
 
+import gc
 import sys
 from pathlib import Path
 
@@ -26,6 +27,7 @@ def main(cfg) -> None:
 
         sys.exit(submit("dataprep", list(HydraConfig.get().overrides.task), config.ray.address))
     run(config)
+    gc.freeze()  # the interpreter's last collection would walk every object the job made, for nothing
 
 
 if __name__ == "__main__":

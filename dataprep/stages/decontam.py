@@ -25,7 +25,7 @@ from dataprep.layout import CorpusLayout
 from dataprep.readers import glob_files
 from dataprep.stages import StageInputs, source_task_name, sources
 from dataprep.stats import merge
-from dataprep.tasks import TaskRunner
+from dataprep.tasks import TaskRunner, start_ray
 
 NAME = "decontam"
 REASON = "contaminated"
@@ -125,6 +125,7 @@ def run(layout: CorpusLayout, inputs: StageInputs) -> tuple[dict[str, dict[str, 
                  ", ".join(f"{name} ({i['examples']} examples)" for name, i in info.items()), len(index.hashes),
                  index.nbytes / 2**20, seconds)
         built.update(sets=info, index={"rows": len(index.hashes), "bytes": index.nbytes, "seconds": round(seconds, 3)})
+        start_ray()
         return ray.put(index), built
 
     tasks = {source_task_name(name, task): (path, d.mode, layout.documents(NAME, task, name),
