@@ -86,7 +86,8 @@ def find_victim(proc: subprocess.Popen, victim: str, rng: random.Random):
     if victim in ("driver", "launcher"):
         return psutil.Process(proc.pid) if proc.poll() is None else None
     if victim == "ray_worker":
-        busy = [p for p in kids if cmdline(p).startswith("ray::") and "IDLE" not in cmdline(p)]
+        busy = [p for p in kids if cmdline(p).startswith("ray::") and "IDLE" not in cmdline(p)
+                and not cmdline(p).startswith(RAY_AGENTS)]  # a task's worker, not the node's agents
         return rng.choice(busy) if busy else None
     if victim == "torchrun":
         agents = [p for p in kids if "launch.agent" in cmdline(p)]
@@ -107,19 +108,51 @@ def session(sid: int) -> list[psutil.Process]:
     return out
 
 
-def settle(proc: subprocess.Popen, grace: float = 30.0) -> list[str]:
-    """Wait for everything the job started to exit on its own; kill and name what does not."""
+# A local Ray's agents outlive a SIGKILLed driver: they report the raylet's death to the GCS,
+# which died with it, and give up after that call's 60 s timeout. They are left to exit on
+# their own and checked later (LINGER_S after their job ended), not counted as leaked at once.
+RAY_AGENTS = ("ray::DashboardAgent", "ray::RuntimeEnvAgent")
+LINGER_S = 90.0
+
+
+def settle(proc: subprocess.Popen, grace: float = 30.0) -> tuple[list[str], list[psutil.Process]]:
+    """Wait for everything the job started to exit on its own; kill and name what does not,
+    except a local Ray's agents, returned to be checked later."""
     proc.wait()
     deadline = time.time() + grace
     while (left := session(proc.pid)) and time.time() < deadline:
         time.sleep(0.2)
+    agents = [p for p in left if cmdline(p).startswith(RAY_AGENTS)]
+    left = [p for p in left if p not in agents]
     names = [cmdline(p)[:60] for p in left]
     for p in left:
         try:
             p.kill()
         except psutil.NoSuchProcess:
             pass
+    return names, agents
+
+
+def leaked(agents: list[psutil.Process], deadline: float) -> list[str]:
+    """The agents still running at `deadline` (waited for), killed and named."""
+    while any(alive(p) for p in agents) and time.time() < deadline:
+        time.sleep(0.5)
+    names = []
+    for p in agents:
+        if alive(p):
+            names.append(cmdline(p)[:40])
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass
     return names
+
+
+def alive(p: psutil.Process) -> bool:
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def disturbed(module: str, args: list[str], log: Path, victim: str, at: float, rng: random.Random,
@@ -148,10 +181,14 @@ def disturbed(module: str, args: list[str], log: Path, victim: str, at: float, r
         proc.kill()
         what += "; timed out"
     ran = time.time() - started
-    left = settle(proc)
+    left, agents = settle(proc)
     if left:
         raise RuntimeError(f"{what}; processes still running 30 s after the job ended: {left}")
+    LINGERING.append((agents, time.time() + LINGER_S))
     return what, ran
+
+
+LINGERING: list[tuple[list[psutil.Process], float]] = []  # the current trial's Ray agents, and when they must be gone
 
 
 def kill_once(module: str, args: list[str], log: Path, victim: str, duration: float, window: float,
@@ -173,14 +210,16 @@ def finish(module: str, args: list[str], log: Path, tries: int = 3) -> int:
     for attempt in range(1, tries + 1):
         proc = start(module, args, log)
         rc = proc.wait()
-        settle(proc)
+        LINGERING.append((settle(proc)[1], time.time() + LINGER_S))
         if rc == 0:
             return attempt
     raise RuntimeError(f"python -m {module} did not finish in {tries} reruns; see {log}")
 
 
-def _normalized_json(path: Path, out: Path) -> str:
+def _normalized_json(path: Path, out: Path, shard_set: str | None) -> str:
     text = path.read_text().replace(str(out), "<OUT>")
+    if shard_set:
+        text = text.replace(shard_set, "<SET>")
 
     def strip(x):
         if isinstance(x, dict):
@@ -194,14 +233,18 @@ def _normalized_json(path: Path, out: Path) -> str:
 
 def corpus_digest(out: Path) -> dict[str, str]:
     """sha256 of every shard file, of manifest.json and stats.json (paths of the output folder
-    and seconds aside)."""
+    and seconds aside). The shard set's folder is named by how many sets the output folder has
+    seen (a rerun of a finished job writes the next): its content is compared, not its number."""
+    shard_set = json.loads((out / "manifest.json").read_text()).get("shard_set") if (out / "manifest.json").is_file() else None
     digest = {}
     for path in sorted(out.rglob("*")):
         rel = str(path.relative_to(out))
+        if shard_set and rel.startswith(shard_set + "/"):
+            rel = "<SET>" + rel[len(shard_set):]
         if path.suffix in (".bin", ".idx") and "shard" in path.name:
             digest[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
         elif path.name in ("manifest.json", "stats.json") and path.parent == out:
-            digest[rel] = hashlib.sha256(_normalized_json(path, out).encode()).hexdigest()
+            digest[rel] = hashlib.sha256(_normalized_json(path, out, shard_set).encode()).hexdigest()
     return digest
 
 
@@ -230,6 +273,20 @@ def compare_training(run_dir: Path, reference: dict) -> str | None:
     return None
 
 
+def check_lingering(pending: list, results: list[dict], wait: bool) -> list:
+    """The Ray agents of earlier trials whose time is up (all of them, waited for, when `wait`):
+    one still running fails the trial that left it. Returns those not yet due."""
+    later = []
+    for trial, agents, deadline in pending:
+        if not wait and time.time() < deadline:
+            later.append((trial, agents, deadline))
+        elif left := leaked(agents, deadline):
+            r = results[trial]
+            r["ok"], r["problem"] = False, f"processes still running {LINGER_S:.0f} s after their job ended: {left}"
+            print(f"trial {trial:3d} {r['victim']:>10}: DIFFERENT: {r['problem']}", flush=True)
+    return later
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=50)
@@ -255,10 +312,11 @@ def main() -> None:
     finish("launch", training_args(work / "reference_run", manifest, args.quick), log, tries=1)
     training_seconds = time.time() - t0
     reference_run = run_record(work / "reference_run")
+    LINGERING.clear()  # undisturbed jobs shut their Ray down
     print(f"reference runs: dataprep {dataprep_seconds:.0f} s ({len(reference_corpus)} files compared), "
           f"training {training_seconds:.0f} s ({len(reference_run)} steps); work folder {work}", flush=True)
 
-    results = []
+    results, pending = [], []
     for trial in range(args.trials):
         seed = args.seed * 100_003 + trial
         rng = random.Random(seed)
@@ -266,7 +324,7 @@ def main() -> None:
         folder = work / f"trial_{trial:03d}_{victim}"
         trial_log = folder / "log"
         folder.mkdir(parents=True, exist_ok=True)
-        t0 = time.time()
+        t0, what = time.time(), "?"
         try:
             if victim in DATAPREP_VICTIMS:
                 out = folder / "corpus"
@@ -287,7 +345,9 @@ def main() -> None:
                 reruns = finish("launch", cmd, trial_log)
                 problem = compare_training(run_dir, reference_run)
         except Exception as e:  # a trial that breaks is a failed trial, kept for a look
-            what, reruns, problem = locals().get("what", "?"), -1, f"{type(e).__name__}: {e}"
+            reruns, problem = -1, f"{type(e).__name__}: {e}"
+        pending += [(trial, agents, deadline) for agents, deadline in LINGERING if agents]
+        LINGERING.clear()
         seconds = time.time() - t0
         ok = problem is None
         results.append({"trial": trial, "seed": seed, "victim": victim, "what": what, "reruns": reruns,
@@ -298,6 +358,7 @@ def main() -> None:
             shutil.rmtree(folder, ignore_errors=True)
         else:
             print(f"  kept {folder}; reproduce with --seed {args.seed} (trial {trial}, seed {seed})", flush=True)
+        pending = check_lingering(pending, results, wait=trial == args.trials - 1)
 
     (work / "chaos.json").write_text(json.dumps(results, indent=1) + "\n")
     print(f"\n{'victim':>10} {'trials':>7} {'passed':>7} {'killed':>7} {'seconds':>8}")
