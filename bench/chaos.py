@@ -120,7 +120,8 @@ def settle(proc: subprocess.Popen, grace: float = 30.0) -> tuple[list[str], list
     except a local Ray's agents, returned to be checked later."""
     proc.wait()
     deadline = time.time() + grace
-    while (left := session(proc.pid)) and time.time() < deadline:
+    while (left := session(proc.pid)) and time.time() < deadline \
+            and not all(cmdline(p).startswith(RAY_AGENTS) for p in left):
         time.sleep(0.2)
     agents = [p for p in left if cmdline(p).startswith(RAY_AGENTS)]
     left = [p for p in left if p not in agents]
