@@ -18,8 +18,10 @@ trial still not killed then counts as run undisturbed (the table's `killed` colu
 A trial passes when, after the reruns, (dataprep) every shard's and the manifest's checksum and
 stats.json (seconds aside) equal the reference run's, or (training) every step's loss is within
 1e-5 of the reference, the consumed samples are equal, and every checkpoint folder is complete
-and loads as the latest. A failing trial keeps its folder and prints the seed that reproduces
-it. The last line reads `chaos: <P> of <N> trials identical to the undisturbed run`.
+and loads as the latest; and in both, no process the job started is left running (30 s after
+it ended; a local Ray's agents, which outlive a killed driver by their last report's 60 s
+timeout, 90 s). A failing trial keeps its folder and prints the seed that reproduces it. The
+last line reads `chaos: <P> of <N> trials identical to the undisturbed run`.
 """
 
 from __future__ import annotations

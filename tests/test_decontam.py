@@ -2,8 +2,10 @@
 real web documents are found, whatever their case and punctuation; short common phrases are not.
 The stage runs on Ray with the index shipped through the object store, and shows its progress."""
 
+import dataclasses
 import io
 import json
+import os
 import re
 import sys
 
@@ -143,6 +145,22 @@ def test_ngram_hashes_of_short_texts():
     assert counts.tolist() == [1] and len(shingles) == 1
     hashes, counts = word_ngrams64(["A b, C d", "a B c D e"], 4)
     assert counts.tolist() == [1, 2] and hashes[0] == hashes[1]  # case and punctuation are not words
+
+
+def test_the_same_files_spelled_otherwise_redo_nothing(tmp_path, monkeypatch):
+    """A set's files named by a relative path (CCP_SHARED_DATA unset) or an absolute one make
+    the same fingerprints; another file does not."""
+    monkeypatch.chdir(REPO)
+    relative = {n: dataclasses.replace(s, paths=[os.path.relpath(p, REPO) for p in s.paths]) for n, s in SETS.items()}
+    other = tmp_path / "lambada.jsonl"
+    other.write_text('{"text": "a passage that is not in the set"}\n')
+
+    def digests(sets):
+        inputs = StageInputs(DataprepConfig(decontam=_decontam_config(sets=sets)), {}, {}, {},
+                             _memo={sources.NAME: {"crawl": {"crawl": Fingerprint({}, {"file": "x"})}}})
+        return {n: {t: fp.digest for t, fp in files.items()} for n, files in decontam.fingerprints(inputs).items()}
+    assert digests(relative) == digests(SETS)
+    assert digests({**SETS, "lambada": dataclasses.replace(SETS["lambada"], paths=[str(other)])}) != digests(SETS)
 
 
 def test_config_values_are_checked_by_key(tmp_path):

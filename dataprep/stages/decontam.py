@@ -8,6 +8,8 @@ they share n-grams with in their `contamination` column. decontam.enabled=false 
 
 from __future__ import annotations
 
+import dataclasses
+
 import logging
 import time
 from pathlib import Path
@@ -99,8 +101,8 @@ def fingerprints(inputs: StageInputs) -> dict[str, dict[str, Fingerprint]]:
 
     def make() -> dict[str, dict[str, Fingerprint]]:
         settings = config_items("decontam", d, ["mode", "ngram", "example_ids"])
-        for name, s in d.sets.items():
-            settings.update(config_items(f"decontam.sets.{name}", s))
+        for name, s in d.sets.items():  # its files by identity below, not by how a path spells them
+            settings.update(config_items(f"decontam.sets.{name}", s, [k for k in dataclasses.asdict(s) if k != "paths"]))
         files = files_identity(p for s in d.sets.values() for p in glob_files(s.paths))
         return {name: {task: Fingerprint(settings, files, {"documents": fp.digest}) for task, fp in tasks.items()}
                 for name, tasks in before.items()}
