@@ -69,19 +69,12 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state(torch.tensor(state["cuda"], dtype=torch.uint8))
 
 
+# The scripts DeepSpeed copies beside its checkpoints, removed after each save.
+RECOVERY_SCRIPTS = ("zero_to_fp32.py", "zero_to_torch.py")
+
+
 class UnsafeCheckpointError(RuntimeError):
     """A checkpoint file holds an object that loading would have to construct by running code."""
-
-
-def _deepspeed_classes() -> list:
-    """The classes DeepSpeed's checkpoint files hold beyond tensors and containers (found with
-    torch.serialization.get_unsafe_globals_in_checkpoint over ZeRO 0-3, fp32/bf16, CPU offload
-    and universal checkpoints; DynamicLossScaler is what fp16 runs save)."""
-    from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
-    from deepspeed.runtime.zero.config import ZeroStageEnum
-    from deepspeed.utils.tensor_fragment import fragment_address
-
-    return [LossScaler, DynamicLossScaler, ZeroStageEnum, fragment_address]
 
 
 @contextlib.contextmanager
@@ -97,7 +90,7 @@ def weights_only_loading(what: str | Path):
     previous = os.environ.get(key)
     os.environ[key] = "1"
     try:
-        with torch.serialization.safe_globals(_deepspeed_classes()):
+        with torch.serialization.safe_globals(deepspeed_engine.checkpoint_classes()):
             yield
     except pickle.UnpicklingError as e:
         detail = str(e).split("\n")
@@ -180,6 +173,8 @@ class Checkpointer:
             pointer_tmp = self.dir / "latest.tmp"
             pointer_tmp.write_text(tag + "\n")
             os.replace(pointer_tmp, self.dir / "latest")
+            for script in RECOVERY_SCRIPTS:  # they load with weights_only=False: python -m pretrain.export instead
+                (self.dir / script).unlink(missing_ok=True)
             self._prune()
         _barrier()
         return self.dir / tag

@@ -35,6 +35,18 @@ def deepspeed_env() -> None:
     os.environ.setdefault("DS_ACCELERATOR", "cuda" if torch.cuda.is_available() else "cpu")
 
 
+def checkpoint_classes() -> list:
+    """The classes DeepSpeed's checkpoint files hold beyond tensors and containers (found with
+    torch.serialization.get_unsafe_globals_in_checkpoint over ZeRO 0-3, fp32/bf16, CPU offload
+    and universal checkpoints; DynamicLossScaler is what fp16 runs save): the safe globals of
+    pretrain/checkpoint.py's weights-only loading."""
+    from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+    from deepspeed.utils.tensor_fragment import fragment_address
+
+    return [LossScaler, DynamicLossScaler, ZeroStageEnum, fragment_address]
+
+
 def init_distributed(cfg: PretrainConfig) -> None:
     """Join the process group that torchrun / the deepspeed launcher described in the environment
     (RANK, WORLD_SIZE, MASTER_ADDR, ...); a bare `python -m pretrain` is a group of one."""

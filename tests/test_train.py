@@ -98,6 +98,7 @@ def test_checkpoints_are_complete_and_pointed_to(straight):
     assert (ckpt / "latest").read_text().strip() == f"step_{STEPS:08d}"
     tags = sorted(p.name for p in ckpt.iterdir() if p.is_dir())
     assert tags == [f"step_{s:08d}" for s in (8, 16, 24)]
+    assert not list(ckpt.glob("*.py"))  # DeepSpeed's recovery scripts load unsafely: removed
     for tag in tags:
         assert json.loads((ckpt / tag / "complete.json").read_text())["step"] == int(tag[5:])
         assert (ckpt / tag / "rng_rank00000.json").is_file() and (ckpt / tag / "rng_rank00001.json").is_file()
