@@ -215,9 +215,10 @@ class TaskRunner:
         fps = fingerprints if isinstance(fingerprints, dict) else dict.fromkeys(tasks, fingerprints)
         results = self.reruns.finished(self.stage, self.stage_dir, {n: (self.marker(n), fps[n]) for n in tasks})
         pending: dict[Any, str] = {}
+        extra = ()
         if len(results) < len(tasks):
             start_ray()
-        extra = shared() if shared is not None and len(results) < len(tasks) else ()
+            extra = shared() if shared is not None else ()
         for name, args in tasks.items():
             if name not in results:
                 pending[_remote.remote(fn, str(self.marker(name)), fps[name].to_json(), (*args, *extra))] = name

@@ -9,7 +9,6 @@ they share n-grams with in their `contamination` column. decontam.enabled=false 
 from __future__ import annotations
 
 import dataclasses
-
 import logging
 import time
 from pathlib import Path
@@ -27,7 +26,7 @@ from dataprep.layout import CorpusLayout
 from dataprep.readers import glob_files
 from dataprep.stages import StageInputs, source_task_name, sources
 from dataprep.stats import merge
-from dataprep.tasks import TaskRunner, start_ray
+from dataprep.tasks import TaskRunner
 
 NAME = "decontam"
 REASON = "contaminated"
@@ -117,8 +116,8 @@ def run(layout: CorpusLayout, inputs: StageInputs) -> tuple[dict[str, dict[str, 
     example_ids: dict[str, list[str]] = {name: [] for name in d.sets}
     built: dict[str, dict] = {}
 
-    def shared() -> tuple:
-        """The index (built only when a task is left to run) and what it holds."""
+    def build() -> EvalIndex:
+        """The index; what it holds goes to `built`."""
         t0 = time.perf_counter()
         index, info = build_index({name: eval_texts(d, name, ids) for name, ids in example_ids.items()}, d.ngram,
                                   {name: s.placeholder for name, s in d.sets.items() if s.placeholder})
@@ -127,8 +126,11 @@ def run(layout: CorpusLayout, inputs: StageInputs) -> tuple[dict[str, dict[str, 
                  ", ".join(f"{name} ({i['examples']} examples)" for name, i in info.items()), len(index.hashes),
                  index.nbytes / 2**20, seconds)
         built.update(sets=info, index={"rows": len(index.hashes), "bytes": index.nbytes, "seconds": round(seconds, 3)})
-        start_ray()
-        return ray.put(index), built
+        return index
+
+    def shared() -> tuple:
+        """The index in the object store (built only when a task is left to run), what it holds."""
+        return ray.put(build()), built
 
     tasks = {source_task_name(name, task): (path, d.mode, layout.documents(NAME, task, name),
                                             layout.dropped(NAME, task, name), d.example_ids)
@@ -139,7 +141,7 @@ def run(layout: CorpusLayout, inputs: StageInputs) -> tuple[dict[str, dict[str, 
     if not built:  # every task was done: what the index held is in their markers, the sets' ids in the files
         kept = next((r[INDEX_INFO] for r in results.values() if INDEX_INFO in r), None)
         if kept is None:  # no task, or markers written before they kept it
-            shared()
+            build()
         else:
             built.update(kept)
             for name, ids in example_ids.items():
