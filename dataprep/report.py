@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from dataprep.charts import HtmlReport, figure, rebuild_command, write_or_warn
+from dataprep.stats import megabytes
 
 log = logging.getLogger("dataprep")
 REPORT = "report.html"
@@ -51,7 +52,7 @@ def funnel(r: HtmlReport, stats: dict) -> None:
         mb.set_yticklabels([])
         r.chart(fig, "documents and bytes after each stage")
     r.table(["stage", "docs in", "docs out", "MB in", "MB out", "seconds", "dropped by reason"],
-            [(name, s["docs_in"], s["docs_out"], *(round(s[k] / 1e6, 2) if k in s else "-" for k in ("bytes_in", "bytes_out")),
+            [(name, s["docs_in"], s["docs_out"], *megabytes(s),
               s["seconds"], ", ".join(f"{k} {v}" for k, v in sorted(s["dropped"].items(), key=lambda kv: -kv[1])) or "-")
              for name, s in stages.items()])
     reasons = sorted(((n, f"{stage}: {reason}") for stage, s in stages.items() for reason, n in s["dropped"].items()),

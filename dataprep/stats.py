@@ -33,11 +33,16 @@ def merge(parts: Iterable[dict]) -> dict:
     return total
 
 
+def megabytes(s: dict) -> list[float | str]:
+    """A stage entry's MB in and out, "-" where it counts no bytes (holdout)."""
+    return [round(s[k] / 1e6, 2) if k in s else "-" for k in ("bytes_in", "bytes_out")]
+
+
 def table(stages: dict[str, dict]) -> str:
     rows = [("stage", "docs in", "docs out", "MB in", "MB out", "seconds", "dropped by reason")]
     for name, s in stages.items():
         reasons = ", ".join(f"{k} {v}" for k, v in s["dropped"].items() if v) or "-"
-        mb = [f"{s[k] / 1e6:.2f}" if k in s else "-" for k in ("bytes_in", "bytes_out")]  # holdout: no bytes
+        mb = [v if isinstance(v, str) else f"{v:.2f}" for v in megabytes(s)]
         rows.append((name, str(s["docs_in"]), str(s["docs_out"]), *mb, f"{s['seconds']:.1f}", reasons))
     return format_rows(rows, ragged_last=True)
 
